@@ -1,0 +1,109 @@
+"""invad: AD rules for dense linear-system primitives, once, for every array framework.
+
+    >>> import numpy as np, invad
+    >>> ops = invad.install()                 # the embedded NumPy default
+    >>> a = np.array([[2.0, 1.0], [1.0, 3.0]])
+    >>> ops.solve(a, np.array([1.0, 2.0]))
+    array([0.2, 0.6])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Import the subpackage `invad.backends` before defining the function `backends`
+# below: a first import of the subpackage later on would rebind the name.
+from . import backends as _builtin_backends  # noqa: F401
+from .backend import Backend
+from .errors import BackendNotFoundError
+from .ops import Ops
+from .registry import REGISTRY, BackendInfo
+from .rules import RULES, Contract
+
+__version__ = "0.1.0"
+
+DEFAULT_BACKEND = "numpy"
+
+_installed: dict[tuple[str, Any], Ops] = {}
+_ops_by_type: dict[type, Ops] = {}
+
+
+def install(backend: str | None = None, *, device: Any = None) -> Ops:
+    """Install invad's ops into ``backend`` (default ``"numpy"``) and return them.
+
+    ``device`` says where arrays that the backend creates go (``None``: the
+    framework's default). Installing the same backend and device again
+    returns the same :class:`Ops`. Raises :class:`BackendNotFoundError` for an
+    unknown or unavailable backend.
+    """
+    name = DEFAULT_BACKEND if backend is None else backend
+    impl = REGISTRY.backend(name)
+    resolved = impl.resolve_device(device)
+    key = (name, _device_key(resolved))
+    ops = _installed.get(key)
+    if ops is None:
+        ops = _installed[key] = Ops(impl, resolved)
+    return ops
+
+
+def _device_key(device: Any) -> Any:
+    try:
+        hash(device)
+    except TypeError:
+        return repr(device)
+    return device
+
+
+def backends() -> list[BackendInfo]:
+    """Every known backend: name, plugin and version, available or why not, AD kind, devices."""
+    return REGISTRY.infos()
+
+
+def rules() -> list[Contract]:
+    """The contract of every rule, in the order invad installs them."""
+    return [rule.contract for rule in RULES.values()]
+
+
+def _ops_for(x: Any) -> Ops:
+    ops = _ops_by_type.get(type(x))
+    if ops is None:
+        ops = _ops_by_type[type(x)] = install(REGISTRY.owner_of(x).name)
+    return ops
+
+
+def _dispatching(name: str) -> Any:
+    rule = RULES[name]
+
+    def op(*args: Any, **kwargs: Any) -> Any:
+        first = args[0] if args else kwargs[rule.contract.inputs[0]]
+        return getattr(_ops_for(first), name)(*args, **kwargs)
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = f"{rule.contract.summary}\n\nDispatches on the type of `{rule.contract.inputs[0]}` to its backend."
+    op.__signature__ = rule.signature  # type: ignore[attr-defined]
+    return op
+
+
+inv = _dispatching("inv")
+inv_ex = _dispatching("inv_ex")
+solve = _dispatching("solve")
+solve_ex = _dispatching("solve_ex")
+tensorinv = _dispatching("tensorinv")
+tensorsolve = _dispatching("tensorsolve")
+
+__all__ = [
+    "Backend",
+    "BackendInfo",
+    "BackendNotFoundError",
+    "Contract",
+    "Ops",
+    "backends",
+    "install",
+    "inv",
+    "inv_ex",
+    "rules",
+    "solve",
+    "solve_ex",
+    "tensorinv",
+    "tensorsolve",
+]

@@ -1,0 +1,114 @@
+"""What a backend is: the class a plugin subclasses and returns from ``invad_backends``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import array_api_compat
+
+from .rules import Linalg, Rule
+
+
+class Backend:
+    """One array framework, as invad installs into it.
+
+    Subclasses set :attr:`name` and implement :meth:`load`, :meth:`owns`,
+    :meth:`namespace` and :attr:`linalg_error`; the rest has defaults that
+    suit a CPU-only framework without an AD engine. invad calls
+    :meth:`load` once, then everything else is called at install time only,
+    except :meth:`owns` (top-level dispatch, cached per array type) and the
+    error and device checks below, which run on each call of an op.
+    """
+
+    #: The name users pass to ``invad.install(backend=...)``.
+    name: ClassVar[str]
+    #: True when :meth:`native_op` installs the ops into the framework's own AD.
+    native_ad: ClassVar[bool] = False
+
+    def load(self) -> None:
+        """Import the framework; raise (ImportError, RuntimeError, ...) if it cannot be used.
+
+        Called once. The exception's message is what ``invad backends`` shows
+        as the reason the backend is unavailable.
+        """
+        raise NotImplementedError
+
+    def version(self) -> str | None:
+        """The framework's version, after :meth:`load`."""
+        return None
+
+    def owns(self, x: Any) -> bool:
+        """Whether ``x`` is an array of this framework. Must not import the framework."""
+        raise NotImplementedError
+
+    def namespace(self) -> Any:
+        """The framework's array API namespace (usually from ``array_api_compat``)."""
+        raise NotImplementedError
+
+    @property
+    def linalg_error(self) -> type[Exception]:
+        """The exception type the framework raises for a singular matrix."""
+        raise NotImplementedError
+
+    def devices(self) -> Sequence[str]:
+        """Names of the devices this backend can place arrays on."""
+        return ("cpu",)
+
+    def resolve_device(self, device: Any) -> Any:
+        """The device object for ``install(device=...)``; ``None`` means the default.
+
+        Raise ``ValueError`` for a device this backend cannot use.
+        """
+        if device not in (None, "cpu"):
+            raise ValueError(f"backend {self.name!r} has only the device 'cpu'; got {device!r}")
+        return "cpu"
+
+    def device_of(self, x: Any) -> Any:
+        return array_api_compat.device(x)
+
+    def kernels(self, device: Any) -> Any:
+        """Optional native kernels: an object with any of ``lu_factor``, ``lu_solve``, ``inv``.
+
+        Their contracts are in :mod:`invad.rules._linalg`. Whatever is missing
+        falls back to portable array-API kernels.
+        """
+        return None
+
+    def raise_if_singular(self, op: str, shape: tuple[int, ...], info: Any) -> None:
+        """Raise :attr:`linalg_error` if ``info`` flags a singular matrix.
+
+        The message names the op, the shape and the first singular batch
+        index. Backends that cannot raise (JAX under tracing) override this
+        to do nothing.
+        """
+        xp = self.namespace()
+        if info.size == 0 or not bool(xp.any(info != 0)):
+            return
+        index = tuple(int(i[0]) for i in xp.nonzero(info != 0)) if info.ndim else ()
+        k = int(info[index]) if index else int(info)
+        where = f" at batch index {index}" if index else ""
+        raise self.linalg_error(
+            f"invad.{op}: singular matrix{where} (input shape {tuple(shape)}): "
+            f"U[{k - 1}, {k - 1}] of its LU factorization is exactly zero"
+        )
+
+    def native_op(self, rule: Rule, la: Linalg, functional: Callable[..., Any]) -> Callable[..., Any] | None:
+        """The native AD hook: turn ``rule`` into a callable of the framework's AD system.
+
+        ``functional`` is the plain op invad built from the rule (checks,
+        primal, singular error); a native op usually wraps the same steps in
+        the framework's custom-derivative machinery. Return ``None`` to install
+        ``functional`` as it is (frameworks without AD).
+        """
+        return None
+
+    def to_numpy(self, x: Any) -> Any:
+        """A NumPy copy of ``x`` on the host (used by the conformance checks)."""
+        import numpy as np
+
+        return np.asarray(x)
+
+    def from_numpy(self, x: Any, device: Any) -> Any:
+        """An array of this framework on ``device`` from a NumPy array (conformance checks)."""
+        return self.namespace().asarray(x, device=device)

@@ -1,0 +1,168 @@
+"""The plugin manager: finds backend plugins, isolates their failures, installs backends."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .backend import Backend
+from .errors import BackendNotFoundError
+
+#: Built-in backends, registered as plugins like any third-party one.
+BUILTIN_PLUGINS = (
+    "invad.backends.numpy",
+)
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """One row of ``invad.backends()``."""
+
+    name: str
+    plugin: str
+    plugin_version: str | None
+    available: bool
+    reason: str | None
+    version: str | None
+    native_ad: bool
+    devices: tuple[str, ...]
+
+
+@dataclass
+class _Entry:
+    """A backend name and what provides it: a backend object, or the failure that stands for it."""
+
+    name: str
+    plugin: str
+    plugin_version: str | None
+    backend: Backend | None = None
+    error: BaseException | None = None
+    loaded: bool = False
+
+
+@dataclass
+class Registry:
+    pm: pluggy.PluginManager = field(default_factory=lambda: pluggy.PluginManager(hookspecs.PROJECT))
+    entries: dict[str, _Entry] = field(default_factory=dict)
+    _discovered: bool = False
+
+    def discover(self) -> None:
+        """Register the built-in plugins and the entry points of group ``invad``, once."""
+        if self._discovered:
+            return
+        self._discovered = True
+        self.pm.add_hookspecs(hookspecs)
+        from . import __version__
+
+        for module in BUILTIN_PLUGINS:
+            self._register(module.rsplit(".", 1)[-1], module, __version__, lambda m=module: importlib.import_module(m))
+        for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT):
+            version = ep.dist.version if ep.dist is not None else None
+            plugin = ep.dist.name if ep.dist is not None else ep.value
+            self._register(ep.name, plugin, version, ep.load)
+
+    def _register(self, entry_name: str, plugin: str, version: str | None, load: Any) -> None:
+        try:
+            obj = load()
+            if self.pm.is_registered(obj):
+                return
+            self.pm.register(obj, name=plugin if self.pm.get_plugin(plugin) is None else f"{plugin}:{entry_name}")
+            impls = [i for i in self.pm.hook.invad_backends.get_hookimpls() if i.plugin is obj]
+            backends = [b for impl in impls for b in impl.function()]
+        except Exception as exc:
+            self._add(_Entry(entry_name, plugin, version, error=exc))
+            return
+        for backend in backends:
+            self._add(_Entry(backend.name, plugin, version, backend=backend))
+
+    def _add(self, entry: _Entry) -> None:
+        other = self.entries.get(entry.name)
+        if other is None:
+            self.entries[entry.name] = entry
+            return
+        clash = LookupError(
+            f"backend name {entry.name!r} is claimed by both plugin {other.plugin!r} and plugin "
+            f"{entry.plugin!r}; uninstall one of them"
+        )
+        self.entries[entry.name] = _Entry(entry.name, f"{other.plugin}, {entry.plugin}", None, error=clash)
+
+    def _load(self, entry: _Entry) -> None:
+        if entry.loaded or entry.backend is None:
+            return
+        entry.loaded = True
+        try:
+            entry.backend.load()
+        except Exception as exc:
+            entry.error = exc
+
+    def infos(self) -> list[BackendInfo]:
+        self.discover()
+        rows = []
+        for entry in self.entries.values():
+            self._load(entry)
+            backend = entry.backend
+            ok = backend is not None and entry.error is None
+            rows.append(
+                BackendInfo(
+                    name=entry.name,
+                    plugin=entry.plugin,
+                    plugin_version=entry.plugin_version,
+                    available=ok,
+                    reason=None if ok else _reason(entry.error),
+                    version=backend.version() if ok and backend is not None else None,
+                    native_ad=backend.native_ad if backend is not None else False,
+                    devices=tuple(backend.devices()) if ok and backend is not None else (),
+                )
+            )
+        return rows
+
+    def backend(self, name: str) -> Backend:
+        """The loaded backend called ``name``, or BackendNotFoundError."""
+        self.discover()
+        entry = self.entries.get(name)
+        if entry is not None:
+            self._load(entry)
+            if entry.backend is not None and entry.error is None:
+                return entry.backend
+        raise BackendNotFoundError(self._not_found_message(name)) from (entry.error if entry else None)
+
+    def owner_of(self, x: Any) -> Backend:
+        self.discover()
+        for entry in self.entries.values():
+            if entry.backend is not None and entry.error is None and entry.backend.owns(x):
+                self._load(entry)
+                if entry.error is None:
+                    return entry.backend
+        raise TypeError(
+            f"invad: no installed backend owns arrays of type {type(x).__module__}.{type(x).__qualname__}"
+        )
+
+    def _not_found_message(self, name: str) -> str:
+        infos = self.infos()
+        entry = self.entries.get(name)
+        head = (
+            f"backend {name!r} is not available: {_reason(entry.error)}"
+            if entry is not None and entry.error is not None
+            else f"no backend named {name!r}"
+        )
+        available = ", ".join(i.name for i in infos if i.available) or "none"
+        lines = [head, f"available backends: {available}"]
+        failed = [i for i in infos if not i.available and i.name != name]
+        if failed:
+            lines.append("unavailable: " + "; ".join(f"{i.name} ({i.reason})" for i in failed))
+        return "\n".join(lines)
+
+
+def _reason(error: BaseException | None) -> str:
+    if error is None:
+        return "unknown"
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+REGISTRY = Registry()

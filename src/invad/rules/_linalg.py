@@ -1,0 +1,215 @@
+"""What a rule may call: the array namespace, the LU kernels, and a few matrix helpers.
+
+Rules never import a framework. They receive a :class:`Linalg`, built once at
+install time, that bundles the backend's array namespace with three kernels:
+
+- ``lu_factor(a) -> (Factor, info)``: LAPACK ``getrf`` over a batch;
+- ``lu_solve(factor, b, trans) -> x``: ``getrs``, solving ``op(A) x = b`` with
+  ``op`` the identity (``"N"``), the transpose (``"T"``) or the adjoint (``"H"``),
+  batch dimensions of the factor and of ``b`` broadcast;
+- ``inv(a) -> (inverse, info)``.
+
+A backend may hand in faster native kernels; whatever it leaves out is filled
+from the portable versions below, written only in array-API operations. Those
+are vectorised over the batch and loop over the ``n`` columns in Python, so
+they suit the small matrices of large batches (and any array-API library);
+large matrices want a native kernel.
+
+``info`` follows LAPACK: an integer array of the batch shape, 0 where the
+matrix was factored, ``k > 0`` where ``U[k-1, k-1]`` is exactly zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+Array = Any
+Trans = Literal["N", "T", "H"]
+
+
+class Factor(NamedTuple):
+    """An LU factorization ``a = P L U`` as the backend's kernels store it.
+
+    ``a`` is kept so that a backend whose kernels are differentiable (torch
+    at higher order) can differentiate a solve with respect to the matrix.
+    ``lu`` and ``pivots`` are opaque to the rules; the portable kernels use
+    LAPACK's packed layout with 0-based pivot rows.
+    """
+
+    a: Array
+    lu: Array
+    pivots: Array
+
+
+LUFactor = Callable[[Array], tuple[Factor, Array]]
+LUSolve = Callable[[Factor, Array, Trans], Array]
+Inv = Callable[[Array], tuple[Array, Array]]
+
+
+@dataclass(frozen=True)
+class Linalg:
+    """The namespace and kernels of one installed backend, as the rules see them."""
+
+    xp: Any
+    lu_factor: LUFactor
+    lu_solve: LUSolve
+    inv: Inv
+
+    @classmethod
+    def build(cls, xp: Any, kernels: Any = None) -> Linalg:
+        """Bundle ``xp`` with the kernels ``kernels`` has, portable ones for the rest."""
+
+        def pick(name: str, portable: Callable[..., Any]) -> Any:
+            native = getattr(kernels, name, None)
+            return native if native is not None else portable
+
+        return cls(
+            xp=xp,
+            lu_factor=pick("lu_factor", lambda a: portable_lu_factor(xp, a)),
+            lu_solve=pick("lu_solve", lambda f, b, trans: portable_lu_solve(xp, f, b, trans)),
+            inv=pick("inv", lambda a: portable_inv(xp, a)),
+        )
+
+
+# -- matrix helpers ---------------------------------------------------------
+
+
+def is_complex(xp: Any, x: Array) -> bool:
+    return bool(xp.isdtype(x.dtype, "complex floating"))
+
+
+def mT(xp: Any, x: Array) -> Array:
+    """Transpose of the last two axes."""
+    return xp.matrix_transpose(x)
+
+
+def mH(xp: Any, x: Array) -> Array:
+    """Conjugate transpose of the last two axes (a plain transpose for real ``x``)."""
+    xt = xp.matrix_transpose(x)
+    return xp.conj(xt) if is_complex(xp, x) else xt
+
+
+def broadcast_batch(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    """Broadcast batch shapes as the array API standard does, or raise ValueError."""
+    ndim = max((len(s) for s in shapes), default=0)
+    out = []
+    for axis in range(-ndim, 0):
+        sizes = {s[axis] for s in shapes if len(s) >= -axis} - {1}
+        if len(sizes) > 1:
+            raise ValueError(f"batch shapes {' and '.join(map(str, shapes))} do not broadcast")
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
+def sum_to_shape(xp: Any, x: Array, shape: tuple[int, ...]) -> Array:
+    """Sum ``x`` over the axes that broadcasting added to reach ``x.shape`` from ``shape``."""
+    if tuple(x.shape) == tuple(shape):
+        return x
+    lead = x.ndim - len(shape)
+    if lead:
+        x = xp.sum(x, axis=tuple(range(lead)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and x.shape[i] != 1)
+    if stretched:
+        x = xp.sum(x, axis=stretched, keepdims=True)
+    return x
+
+
+def cotangent_for(xp: Any, ct: Array, primal: Array) -> Array:
+    """Fit a cotangent to its primal: summed to its shape, real if the primal is real."""
+    ct = sum_to_shape(xp, ct, tuple(primal.shape))
+    if is_complex(xp, ct) and not is_complex(xp, primal):
+        ct = xp.real(ct)
+    return ct if ct.dtype == primal.dtype else xp.astype(ct, primal.dtype)
+
+
+# -- portable LU kernels ------------------------------------------------------
+# Rows are selected and swapped with one-hot masks rather than scatter or
+# take_along_axis: every array-API library has `where` and `sum`.
+
+
+def _row_index(xp: Any, n: int, like: Array) -> Array:
+    return xp.reshape(xp.arange(n, device=like.device), (n, 1))
+
+
+def _select_row(xp: Any, x: Array, onehot: Array) -> Array:
+    """``x[..., p, :]`` with ``p`` given per batch element by a one-hot mask (..., m, 1)."""
+    return xp.sum(xp.where(onehot, x, xp.zeros_like(x)), axis=-2, keepdims=True)
+
+
+def portable_lu_factor(xp: Any, a: Array) -> tuple[Factor, Array]:
+    """Batched LU with partial pivoting (``getf2``), in array-API operations only."""
+    n = a.shape[-1]
+    batch = tuple(a.shape[:-2])
+    lu = xp.asarray(a, copy=True)
+    info = xp.zeros(batch, dtype=xp.int32, device=a.device)
+    rows = _row_index(xp, n, a)
+    pivots = []
+    for k in range(n):
+        sub = lu[..., k:, :]
+        p = xp.argmax(xp.abs(sub[..., k]), axis=-1)
+        onehot = rows[: n - k, :] == xp.reshape(p, (*batch, 1, 1))
+        row_p = _select_row(xp, sub, onehot)
+        lu[..., k:, :] = xp.where(onehot, sub[..., :1, :], sub)
+        lu[..., k : k + 1, :] = row_p
+        pivot = row_p[..., 0, k]
+        singular = pivot == 0
+        info = xp.where((info == 0) & singular, xp.asarray(k + 1, dtype=xp.int32), info)
+        if k + 1 < n:
+            # A zero pivot means the column below is zero too: scale by 1, as getf2 skips it.
+            safe = xp.where(singular, xp.ones_like(pivot), pivot)
+            col = lu[..., k + 1 :, k] / safe[..., None]
+            lu[..., k + 1 :, k] = col
+            lu[..., k + 1 :, k + 1 :] = (
+                lu[..., k + 1 :, k + 1 :] - col[..., :, None] * lu[..., k : k + 1, k + 1 :]
+            )
+        pivots.append(p + k)
+    if pivots:
+        piv = xp.stack(pivots, axis=-1)
+    else:
+        piv = xp.zeros((*batch, 0), dtype=xp.int64, device=a.device)
+    return Factor(a, lu, piv), info
+
+
+def _swap_rows(xp: Any, x: Array, k: int, p: Array) -> Array:
+    """Swap row ``k`` of ``x`` with row ``p`` (per batch element)."""
+    n = x.shape[-2]
+    onehot = _row_index(xp, n, x) == p[..., None, None]
+    row_p = _select_row(xp, x, onehot)
+    x = xp.where(onehot, x[..., k : k + 1, :], x)
+    x[..., k : k + 1, :] = row_p
+    return x
+
+
+def portable_lu_solve(xp: Any, factor: Factor, b: Array, trans: Trans = "N") -> Array:
+    """Solve ``op(A) x = b`` from ``A = P L U`` (``getrs``), in array-API operations only."""
+    lu, piv = factor.lu, factor.pivots
+    n = lu.shape[-1]
+    batch = broadcast_batch(tuple(lu.shape[:-2]), tuple(b.shape[:-2]))
+    dtype = xp.result_type(lu.dtype, b.dtype)
+    x = xp.asarray(xp.broadcast_to(xp.astype(b, dtype), (*batch, *b.shape[-2:])), copy=True)
+    if trans == "N":
+        for k in range(n):  # x = P^T b
+            x = _swap_rows(xp, x, k, piv[..., k])
+        for j in range(n - 1):  # L y = x, unit lower
+            x[..., j + 1 :, :] = x[..., j + 1 :, :] - lu[..., j + 1 :, j : j + 1] * x[..., j : j + 1, :]
+        for j in reversed(range(n)):  # U x = y
+            x[..., j : j + 1, :] = x[..., j : j + 1, :] / lu[..., j : j + 1, j : j + 1]
+            x[..., :j, :] = x[..., :j, :] - lu[..., :j, j : j + 1] * x[..., j : j + 1, :]
+        return x
+    ut = mH(xp, lu) if trans == "H" else mT(xp, lu)  # op(U) lower, op(L) unit upper
+    for j in range(n):  # op(U) y = b
+        x[..., j : j + 1, :] = x[..., j : j + 1, :] / ut[..., j : j + 1, j : j + 1]
+        x[..., j + 1 :, :] = x[..., j + 1 :, :] - ut[..., j + 1 :, j : j + 1] * x[..., j : j + 1, :]
+    for j in reversed(range(n)):  # op(L) z = y
+        x[..., :j, :] = x[..., :j, :] - ut[..., :j, j : j + 1] * x[..., j : j + 1, :]
+    for k in reversed(range(n)):  # x = P z
+        x = _swap_rows(xp, x, k, piv[..., k])
+    return x
+
+
+def portable_inv(xp: Any, a: Array) -> tuple[Array, Array]:
+    factor, info = portable_lu_factor(xp, a)
+    eye = xp.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    return portable_lu_solve(xp, factor, eye, "N"), info

@@ -1,0 +1,140 @@
+"""The shape of a rule: its contract, its primal, its linearization and its adjoint."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ._linalg import Array, Linalg
+
+CONVENTION = (
+    "VJP is the adjoint under the real Frobenius inner product <X, Y> = Re tr(X^H Y) "
+    "(PyTorch's convention); JAX's linear transpose is its conjugate, "
+    "jax_vjp(ct) = conj(vjp(conj(ct))). Real primals get real cotangents."
+)
+
+SUPPORTED_DTYPES = ("float32", "float64", "complex64", "complex128")
+
+
+@dataclass(frozen=True)
+class Param:
+    """A keyword parameter of an op."""
+
+    name: str
+    default: Any
+    meaning: str
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What an op promises: the facts that ``invad.rules()`` lists and the docs print."""
+
+    name: str
+    summary: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    differentiable_outputs: tuple[str, ...]
+    params: tuple[Param, ...]
+    forward: str
+    linearization: str
+    adjoint: str
+    domain: str
+    singular: str
+    shapes: str
+    convention: str = CONVENTION
+    dtypes: tuple[str, ...] = SUPPORTED_DTYPES
+
+
+@dataclass(frozen=True)
+class Primal:
+    """A rule's forward result: the differentiable value, LAPACK ``info``, and residuals.
+
+    ``residuals`` is a tuple of arrays only (a NamedTuple per rule), so that
+    backends can save it with their own machinery (``ctx.save_for_backward``,
+    extra outputs of a ``torch.autograd.Function``) and rebuild it with
+    ``rule.residuals(*arrays)``.
+    """
+
+    value: Array
+    info: Array
+    residuals: tuple[Array, ...]
+
+
+Check = Callable[..., None]
+PrimalFn = Callable[..., Primal]
+JvpFn = Callable[..., Array]
+VjpFn = Callable[..., tuple[Array | None, ...]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One op: its contract and the three functions that every backend installs.
+
+    - ``check(xp, op, *inputs, **params)`` raises ``TypeError``/``ValueError`` on bad input,
+      naming ``op`` (the rule's or its ``_ex`` twin's name);
+    - ``primal(la, *inputs, **params) -> Primal``;
+    - ``jvp(la, residuals, tangents, **params) -> output tangent``; ``tangents`` is a
+      tuple in input order, ``None`` for a zero tangent;
+    - ``vjp(la, residuals, cotangent, needs, **params) -> input cotangents``, a tuple in
+      input order in the adjoint convention; ``needs[i]`` false lets the rule skip
+      input ``i`` (and return ``None`` for it).
+
+    ``returns_info`` marks the ``_ex`` variants, whose result is ``(value, info)``
+    and which never raise on singular input.
+    """
+
+    contract: Contract
+    check: Check
+    primal: PrimalFn
+    jvp: JvpFn
+    vjp: VjpFn
+    residuals: type
+    returns_info: bool = False
+    signature: inspect.Signature = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in self.contract.inputs]
+        params += [
+            inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, default=p.default)
+            for p in self.contract.params
+        ]
+        object.__setattr__(self, "signature", inspect.Signature(params))
+
+    @property
+    def name(self) -> str:
+        return self.contract.name
+
+    def with_info(self, name: str, summary: str) -> Rule:
+        """The ``_ex`` twin of this rule: same mathematics, result ``(value, info)``."""
+        contract = replace(
+            self.contract,
+            name=name,
+            summary=summary,
+            outputs=(*self.contract.outputs, "info"),
+            singular=(
+                "Never raises: `info` is an integer array of the batch shape, 0 where the "
+                "matrix was factored, k > 0 where U[k-1, k-1] == 0 (LAPACK getrf); it has "
+                "no derivative. Values for singular batch elements are not finite."
+            ),
+        )
+        return replace(self, contract=contract, returns_info=True)
+
+
+def check_dtype(xp: Any, op: str, **arrays: Array) -> None:
+    allowed = tuple(getattr(xp, name) for name in SUPPORTED_DTYPES)
+    for arg, x in arrays.items():
+        if x.dtype not in allowed:
+            raise TypeError(
+                f"invad.{op}: `{arg}` has dtype {x.dtype}; expected one of "
+                f"{', '.join(SUPPORTED_DTYPES)}"
+            )
+
+
+def check_square(op: str, a: Array, arg: str = "a") -> None:
+    if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
+        raise ValueError(
+            f"invad.{op}: `{arg}` must be a square matrix or a batch of them, "
+            f"shape (..., n, n); got shape {tuple(a.shape)}"
+        )

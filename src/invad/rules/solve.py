@@ -1,0 +1,309 @@
+"""The solve family: ``solve``, ``solve_ex`` and ``tensorsolve``.
+
+Left solve, ``A X = B``, with the factorization of ``A`` kept from the forward::
+
+    forward        X = A^-1 B
+    linearization  dX = A^-1 (dB - dA X)
+    adjoint        G = A^-H Xbar,  Bbar = G,  Abar = -G X^H
+
+Right solve, ``X A = B`` (``left=False``)::
+
+    forward        X = B A^-1
+    linearization  dX = (dB - X dA) A^-1
+    adjoint        Bbar = Xbar A^-H,  Abar = -X^H Bbar
+
+``b`` is a vector only when ``b.ndim == 1`` (the array API rule); it then
+stands for a one-column (left) or one-row (right) matrix. ``tensorsolve`` is
+the left rule on the matrix and vector that NumPy's index reshape makes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+from ._linalg import Array, Factor, Linalg, broadcast_batch, cotangent_for, mH, mT
+from ._rule import Contract, Param, Primal, Rule, check_dtype, check_square
+
+
+class SolveResiduals(NamedTuple):
+    a: Array  # the matrix as given
+    lu: Array  # its factorization, opaque to the rule
+    pivots: Array
+    b: Array  # the right-hand side as given
+    x: Array  # the solution as a matrix: (..., n, k) left, (..., k, n) right
+
+
+# -- the three applications of A^-1 that the rules need ----------------------
+
+
+def _apply_inverse(la: Linalg, factor: Factor, rhs: Array, left: bool) -> Array:
+    """``A^-1 rhs`` (left) or ``rhs A^-1`` (right)."""
+    if left:
+        return la.lu_solve(factor, rhs, "N")
+    return mT(la.xp, la.lu_solve(factor, mT(la.xp, rhs), "T"))
+
+
+def _apply_inverse_adjoint(la: Linalg, factor: Factor, rhs: Array, left: bool) -> Array:
+    """``A^-H rhs`` (left) or ``rhs A^-H`` (right)."""
+    if left:
+        return la.lu_solve(factor, rhs, "H")
+    return mH(la.xp, la.lu_solve(factor, mH(la.xp, rhs), "N"))
+
+
+def _as_matrix_rhs(b: Array, vector: bool, left: bool) -> Array:
+    if not vector:
+        return b
+    return b[..., None] if left else b[None, :]
+
+
+def _from_matrix_rhs(x: Array, vector: bool, left: bool) -> Array:
+    if not vector:
+        return x
+    return x[..., 0] if left else x[..., 0, :]
+
+
+def _factor(res: SolveResiduals) -> Factor:
+    return Factor(res.a, res.lu, res.pivots)
+
+
+# -- solve --------------------------------------------------------------------
+
+
+def _check_solve(xp: Any, op: str, a: Array, b: Array, *, left: bool = True) -> None:
+    check_dtype(xp, op, a=a, b=b)
+    check_square(op, a)
+    if not isinstance(left, bool):
+        raise TypeError(f"invad.{op}: `left` must be True or False; got {left!r}")
+    if b.ndim == 0:
+        raise ValueError(f"invad.{op}: `b` must have at least one dimension; got a 0-d array")
+    n = a.shape[-1]
+    if b.ndim == 1:
+        rows, batch, where = b.shape[0], (), "b.shape[0]"
+    else:
+        rows, batch = (b.shape[-2], b.shape[:-2]) if left else (b.shape[-1], b.shape[:-2])
+        where = "b.shape[-2]" if left else "b.shape[-1]"
+    if rows != n:
+        hint = (
+            " (b is a vector only when b.ndim == 1; for a batch of vectors pass b[..., None])"
+            if left and b.ndim == a.ndim - 1
+            else ""
+        )
+        raise ValueError(
+            f"invad.{op}: `b` of shape {tuple(b.shape)} does not fit `a` of shape "
+            f"{tuple(a.shape)}: {where} = {rows}, expected {n}{hint}"
+        )
+    try:
+        broadcast_batch(tuple(a.shape[:-2]), tuple(batch))
+    except ValueError:
+        raise ValueError(
+            f"invad.{op}: the batch dimensions of `a` {tuple(a.shape)} and `b` "
+            f"{tuple(b.shape)} do not broadcast"
+        ) from None
+
+
+def _solve_primal(la: Linalg, a: Array, b: Array, *, left: bool = True) -> Primal:
+    xp = la.xp
+    dtype = xp.result_type(a.dtype, b.dtype)
+    factor, info = la.lu_factor(a if a.dtype == dtype else xp.astype(a, dtype))
+    vector = b.ndim == 1
+    x = _apply_inverse(la, factor, _as_matrix_rhs(b, vector, left), left)
+    residuals = SolveResiduals(a, factor.lu, factor.pivots, b, x)
+    return Primal(_from_matrix_rhs(x, vector, left), info, residuals)
+
+
+def _solve_jvp(
+    la: Linalg, res: SolveResiduals, tangents: tuple[Array | None, Array | None], *, left: bool = True
+) -> Array | None:
+    da, db = tangents
+    vector = res.b.ndim == 1
+    X = res.x
+    rhs = None if db is None else _as_matrix_rhs(db, vector, left)
+    if da is not None:
+        dA_X = da @ X if left else X @ da
+        rhs = -dA_X if rhs is None else rhs - dA_X
+    if rhs is None:
+        return None
+    return _from_matrix_rhs(_apply_inverse(la, _factor(res), rhs, left), vector, left)
+
+
+def _solve_vjp(
+    la: Linalg,
+    res: SolveResiduals,
+    Xbar: Array,
+    needs: tuple[bool, bool] = (True, True),
+    *,
+    left: bool = True,
+) -> tuple[Array | None, Array | None]:
+    xp = la.xp
+    vector = res.b.ndim == 1
+    Xbar = _as_matrix_rhs(Xbar, vector, left)
+    Bbar = _apply_inverse_adjoint(la, _factor(res), Xbar, left)  # G for the left solve
+    Abar = None
+    if needs[0]:
+        Abar = cotangent_for(xp, -(Bbar @ mH(xp, res.x) if left else mH(xp, res.x) @ Bbar), res.a)
+    if not needs[1]:
+        return Abar, None
+    return Abar, cotangent_for(xp, _from_matrix_rhs(Bbar, vector, left), res.b)
+
+
+SOLVE = Rule(
+    contract=Contract(
+        name="solve",
+        summary="Solution of A X = B (or X A = B with left=False) for square A.",
+        inputs=("a", "b"),
+        outputs=("x",),
+        differentiable_outputs=("x",),
+        params=(Param("left", True, "solve A X = B if true, X A = B if false"),),
+        forward="left: X = A^-1 B;  right: X = B A^-1",
+        linearization="left: dX = A^-1 (dB - dA X);  right: dX = (dB - X dA) A^-1",
+        adjoint=(
+            "left: G = A^-H Xbar, Bbar = G, Abar = -G X^H;  "
+            "right: Bbar = Xbar A^-H, Abar = -X^H Bbar  (A's LU factorization is reused)"
+        ),
+        domain="a nonsingular",
+        singular=(
+            "Raises the framework's LinAlgError naming the op, the shape and the first "
+            "singular batch index (under JAX tracing: JAX's non-finite values)."
+        ),
+        shapes=(
+            "a: (..., n, n). b: (n,) is a vector, the result (..., n); otherwise b is "
+            "(..., n, k) (left) or (..., k, n) (right) and the batch dimensions of a and b "
+            "broadcast. Unlike torch.linalg.solve, b of shape (..., n) with ndim > 1 is never "
+            "taken for a batch of vectors: pass b[..., None] and read x[..., 0]. Mixed dtypes "
+            "promote; each cotangent has its input's dtype."
+        ),
+    ),
+    check=_check_solve,
+    primal=_solve_primal,
+    jvp=_solve_jvp,
+    vjp=_solve_vjp,
+    residuals=SolveResiduals,
+)
+
+SOLVE_EX = SOLVE.with_info("solve_ex", "Solve with LAPACK-style `info` instead of an error.")
+
+# -- tensorsolve: solve on NumPy's index reshape ------------------------------
+
+
+def _tensorsolve_layout(
+    a_shape: tuple[int, ...], b_ndim: int, axes: tuple[int, ...] | None
+) -> tuple[list[int], tuple[int, ...]]:
+    """The permutation that moves ``axes`` of ``a`` last, and the shape of ``x``."""
+    perm = list(range(len(a_shape)))
+    for k in axes or ():
+        k = k % len(a_shape)
+        perm.remove(k)
+        perm.append(k)
+    return perm, tuple(a_shape[i] for i in perm[b_ndim:])
+
+
+def _check_tensorsolve(
+    xp: Any, op: str, a: Array, b: Array, *, axes: tuple[int, ...] | None = None
+) -> None:
+    check_dtype(xp, op, a=a, b=b)
+    if axes is not None:
+        axes = tuple(axes)
+        if any(not isinstance(k, int) or not -a.ndim <= k < a.ndim for k in axes) or len(
+            {k % a.ndim for k in axes}
+        ) != len(axes):
+            raise ValueError(
+                f"invad.{op}: `axes` {axes!r} must be distinct axes of `a` (ndim {a.ndim})"
+            )
+    if a.ndim <= b.ndim:
+        raise ValueError(
+            f"invad.{op}: `a` of shape {tuple(a.shape)} needs more dimensions than `b` of "
+            f"shape {tuple(b.shape)}"
+        )
+    perm, x_shape = _tensorsolve_layout(tuple(a.shape), b.ndim, axes)
+    lead = tuple(a.shape[i] for i in perm[: b.ndim])
+    if lead != tuple(b.shape) or math.prod(x_shape) != math.prod(b.shape):
+        raise ValueError(
+            f"invad.{op}: `a` of shape {tuple(a.shape)} (axes={axes!r}) does not fit `b` of "
+            f"shape {tuple(b.shape)}: the leading axes of `a` must equal b.shape and the "
+            f"remaining ones {x_shape} must have prod(b.shape) = {math.prod(b.shape)} elements"
+        )
+
+
+def _tensorsolve_matrix(
+    la: Linalg, a: Array, b_ndim: int, axes: tuple[int, ...] | None
+) -> tuple[Array, tuple[int, ...], list[int]]:
+    perm, x_shape = _tensorsolve_layout(tuple(a.shape), b_ndim, axes)
+    p = math.prod(x_shape)
+    return la.xp.reshape(la.xp.permute_dims(a, tuple(perm)), (p, p)), x_shape, perm
+
+
+def _matrix_residuals(la: Linalg, res: SolveResiduals, axes: tuple[int, ...] | None) -> SolveResiduals:
+    m, _, _ = _tensorsolve_matrix(la, res.a, res.b.ndim, axes)
+    return res._replace(a=m, b=la.xp.reshape(res.b, (-1,)))
+
+
+def _tensorsolve_primal(
+    la: Linalg, a: Array, b: Array, *, axes: tuple[int, ...] | None = None
+) -> Primal:
+    m, x_shape, _ = _tensorsolve_matrix(la, a, b.ndim, axes)
+    inner = _solve_primal(la, m, la.xp.reshape(b, (-1,)))
+    residuals = inner.residuals._replace(a=a, b=b)
+    return Primal(la.xp.reshape(inner.value, x_shape), inner.info, residuals)
+
+
+def _tensorsolve_jvp(
+    la: Linalg,
+    res: SolveResiduals,
+    tangents: tuple[Array | None, Array | None],
+    *,
+    axes: tuple[int, ...] | None = None,
+) -> Array | None:
+    xp = la.xp
+    da, db = tangents
+    dm = None if da is None else _tensorsolve_matrix(la, da, res.b.ndim, axes)[0]
+    dbv = None if db is None else xp.reshape(db, (-1,))
+    dx = _solve_jvp(la, _matrix_residuals(la, res, axes), (dm, dbv))
+    _, x_shape = _tensorsolve_layout(tuple(res.a.shape), res.b.ndim, axes)
+    return None if dx is None else xp.reshape(dx, x_shape)
+
+
+def _tensorsolve_vjp(
+    la: Linalg,
+    res: SolveResiduals,
+    Xbar: Array,
+    needs: tuple[bool, bool] = (True, True),
+    *,
+    axes: tuple[int, ...] | None = None,
+) -> tuple[Array | None, Array | None]:
+    xp = la.xp
+    Mbar, bbar = _solve_vjp(la, _matrix_residuals(la, res, axes), xp.reshape(Xbar, (-1,)), needs)
+    Abar = None
+    if Mbar is not None:
+        perm, _ = _tensorsolve_layout(tuple(res.a.shape), res.b.ndim, axes)
+        permuted = xp.reshape(Mbar, tuple(res.a.shape[i] for i in perm))
+        Abar = xp.permute_dims(permuted, tuple(perm.index(i) for i in range(len(perm))))
+    return Abar, None if bbar is None else xp.reshape(bbar, tuple(res.b.shape))
+
+
+TENSORSOLVE = Rule(
+    contract=Contract(
+        name="tensorsolve",
+        summary="Solve tensordot(a, x, axes=x.ndim) = b for x, as numpy.linalg.tensorsolve.",
+        inputs=("a", "b"),
+        outputs=("x",),
+        differentiable_outputs=("x",),
+        params=(
+            Param("axes", None, "axes of `a` moved to the end before the reshape, or None"),
+        ),
+        forward="x = reshape(solve(reshape(A', (P, P)), ravel(b)), x_shape), A' = a with axes last",
+        linearization="the solve linearization on the reshaped matrix and vector",
+        adjoint="the solve adjoint on the reshaped matrix and vector, reshaped and permuted back",
+        domain=(
+            "after moving `axes` last, a.shape = b.shape + x_shape with "
+            "prod(x_shape) == prod(b.shape) = P, and the P x P matrix nonsingular"
+        ),
+        singular=SOLVE.contract.singular,
+        shapes="No batch dimensions: NumPy's index rule, x.shape = a.shape[b.ndim:] after the move.",
+    ),
+    check=_check_tensorsolve,
+    primal=_tensorsolve_primal,
+    jvp=_tensorsolve_jvp,
+    vjp=_tensorsolve_vjp,
+    residuals=SolveResiduals,
+)
