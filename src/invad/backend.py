@@ -25,6 +25,9 @@ class Backend:
     name: ClassVar[str]
     #: True when :meth:`native_op` installs the ops into the framework's own AD.
     native_ad: ClassVar[bool] = False
+    #: False for frameworks that cannot raise on values (JAX traces): singular
+    #: input then gives the framework's non-finite results, and ``_ex`` ops say where.
+    raises_on_singular: ClassVar[bool] = True
 
     def load(self) -> None:
         """Import the framework; raise (ImportError, RuntimeError, ...) if it cannot be used.
@@ -79,9 +82,10 @@ class Backend:
         """Raise :attr:`linalg_error` if ``info`` flags a singular matrix.
 
         The message names the op, the shape and the first singular batch
-        index. Backends that cannot raise (JAX under tracing) override this
-        to do nothing.
+        index. Does nothing where :attr:`raises_on_singular` is false.
         """
+        if not self.raises_on_singular:
+            return
         xp = self.namespace()
         if info.size == 0 or not bool(xp.any(info != 0)):
             return

@@ -1,0 +1,70 @@
+"""The test matrix: one session per backend, each in its own environment.
+
+    nox                    # every session
+    nox -s tests-numpy     # one of them
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.error_on_missing_interpreters = False
+nox.options.sessions = [
+    "lint",
+    "typecheck",
+    "tests-numpy",
+    "tests-strict",
+    "tests-torch",
+    "tests-jax",
+]
+
+TORCH_PIN = ("-c", "constraints/torch.txt")
+
+
+def pytest(session: nox.Session, backend: str, *paths: str) -> None:
+    session.run(
+        "pytest",
+        *(paths or ("tests",)),
+        *session.posargs,
+        env={"INVAD_TEST_BACKENDS": backend},
+    )
+
+
+@nox.session(name="tests-numpy")
+def tests_numpy(session: nox.Session) -> None:
+    """The core, the CLI and the NumPy backend, the embedded default."""
+    session.install(".[test]")
+    pytest(session, "numpy")
+
+
+@nox.session(name="tests-strict")
+def tests_strict(session: nox.Session) -> None:
+    """The rules over array-api-strict: proof that the core is backend-agnostic."""
+    session.install(".[test]", "./plugins/invad-strict")
+    pytest(session, "array-api-strict", "tests/test_conformance.py")
+
+
+@nox.session(name="tests-torch")
+def tests_torch(session: nox.Session) -> None:
+    session.install(*TORCH_PIN, ".[test,torch]")
+    pytest(session, "torch", "tests/test_conformance.py", "tests/test_torch.py")
+
+
+@nox.session(name="tests-jax")
+def tests_jax(session: nox.Session) -> None:
+    session.install(".[test,jax]")
+    pytest(session, "jax", "tests/test_conformance.py", "tests/test_jax.py")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    session.install("mypy", ".")
+    session.run("mypy")

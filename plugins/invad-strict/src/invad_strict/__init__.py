@@ -1,0 +1,1 @@
+"""invad backend plugin for array-api-strict (functional derivatives only)."""

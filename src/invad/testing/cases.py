@@ -1,0 +1,107 @@
+"""Inputs for the conformance checks: every op over every shape family, well conditioned.
+
+A case is built in NumPy (the reference side of every check) and moved to
+the backend under test by ``Backend.from_numpy``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+DTYPES = ("float32", "float64", "complex64", "complex128")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One shape family of one op: the input shapes and the op's keyword parameters."""
+
+    family: str
+    shapes: tuple[tuple[int, ...], ...]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        extra = ",".join(f"{k}={v}" for k, v in self.params.items())
+        return self.family + (f"[{extra}]" if extra else "")
+
+
+_INV_SHAPES = (
+    Shape("single", ((3, 3),)),
+    Shape("batched", ((4, 3, 3),)),
+    Shape("batched-2d", ((2, 1, 3, 3),)),
+    Shape("empty-batch", ((0, 3, 3),)),
+    Shape("empty-matrix", ((2, 0, 0),)),
+)
+
+_SOLVE_SHAPES = (
+    Shape("single", ((3, 3), (3, 2))),
+    Shape("vector", ((3, 3), (3,))),
+    Shape("batched", ((4, 3, 3), (4, 3, 2))),
+    Shape("batched-vector", ((4, 3, 3), (3,))),
+    Shape("broadcast", ((2, 1, 3, 3), (5, 3, 2))),
+    Shape("right", ((4, 3, 3), (4, 2, 3)), {"left": False}),
+    Shape("right-vector", ((3, 3), (3,)), {"left": False}),
+    Shape("right-broadcast", ((3, 3), (2, 4, 3)), {"left": False}),
+    Shape("empty-batch", ((0, 3, 3), (0, 3, 2))),
+    Shape("empty-matrix", ((2, 0, 0), (2, 0, 1))),
+    Shape("empty-rhs", ((3, 3), (3, 0))),
+)
+
+SHAPES: dict[str, tuple[Shape, ...]] = {
+    "inv": _INV_SHAPES,
+    "inv_ex": _INV_SHAPES,
+    "solve": _SOLVE_SHAPES,
+    "solve_ex": _SOLVE_SHAPES,
+    "tensorinv": (
+        Shape("matrix", ((4, 4),), {"ind": 1}),
+        Shape("3d", ((2, 3, 6),), {"ind": 2}),
+        Shape("4d", ((4, 6, 8, 3),), {"ind": 2}),
+        Shape("ind-1", ((6, 2, 3),), {"ind": 1}),
+        Shape("empty", ((0, 0),), {"ind": 1}),
+    ),
+    "tensorsolve": (
+        Shape("matrix", ((4, 4), (4,))),
+        Shape("3d", ((2, 3, 6), (2, 3))),
+        Shape("axes", ((6, 2, 3), (2, 3)), {"axes": (0,)}),
+        Shape("4d", ((2, 3, 2, 3), (2, 3))),
+        Shape("empty", ((0, 0), (0,))),
+    ),
+}
+
+
+def random_array(rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    x = rng.standard_normal(shape)
+    if dtype.startswith("complex"):
+        x = x + 1j * rng.standard_normal(shape)
+    return x.astype(dtype)
+
+
+def well_conditioned(rng: np.random.Generator, batch: tuple[int, ...], n: int, dtype: str) -> np.ndarray:
+    """Matrices ``2 I + N / sqrt(n)``: eigenvalues near 2, condition numbers of a few units."""
+    noise = random_array(rng, (*batch, n, n), dtype) / math.sqrt(max(n, 1))
+    return (2 * np.eye(n, dtype=dtype) + noise).astype(dtype)
+
+
+def primals(op: str, shape: Shape, dtype: str, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Inputs of ``op`` for one shape family; every matrix involved is well conditioned."""
+    if op in ("inv", "inv_ex", "solve", "solve_ex"):
+        a_shape = shape.shapes[0]
+        a = well_conditioned(rng, a_shape[:-2], a_shape[-1], dtype)
+        return (a,) + tuple(random_array(rng, s, dtype) for s in shape.shapes[1:])
+    if op == "tensorinv":
+        (a_shape,) = shape.shapes
+        p = math.prod(a_shape[: shape.params["ind"]])
+        return (well_conditioned(rng, (), p, dtype).reshape(a_shape),)
+    if op == "tensorsolve":
+        a_shape, b_shape = shape.shapes
+        axes = shape.params.get("axes") or ()
+        perm = [i for i in range(len(a_shape)) if i not in axes] + list(axes)
+        permuted_shape = tuple(a_shape[i] for i in perm)
+        m = well_conditioned(rng, (), math.prod(b_shape), dtype).reshape(permuted_shape)
+        a = np.transpose(m, np.argsort(perm))
+        return a, random_array(rng, b_shape, dtype)
+    raise ValueError(f"no cases for op {op!r}")
