@@ -1,7 +1,7 @@
 """The test matrix: one session per backend, each in its own environment.
 
-    nox                    # every session
-    nox -s tests-numpy     # one of them
+nox                    # every session
+nox -s tests-numpy     # one of them
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ def pytest(session: nox.Session, backend: str, *paths: str) -> None:
 
 @nox.session(name="tests-numpy")
 def tests_numpy(session: nox.Session) -> None:
-    """The core, the CLI and the NumPy backend, the embedded default."""
+    """The core, the CLI and the NumPy backend, the embedded default; then the README's main job."""
     session.install(".[test]")
     pytest(session, "numpy")
+    session.run("invad", "check")
 
 
 @nox.session(name="tests-strict")

@@ -1,10 +1,10 @@
 """invad: AD rules for dense linear-system primitives, once, for every array framework.
 
-    >>> import numpy as np, invad
-    >>> ops = invad.install()                 # the embedded NumPy default
-    >>> a = np.array([[2.0, 1.0], [1.0, 3.0]])
-    >>> ops.solve(a, np.array([1.0, 2.0]))
-    array([0.2, 0.6])
+>>> import numpy as np, invad
+>>> ops = invad.install()                 # the embedded NumPy default
+>>> a = np.array([[2.0, 1.0], [1.0, 3.0]])
+>>> ops.solve(a, np.array([1.0, 2.0]))
+array([0.2, 0.6])
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ def _dispatching(name: str) -> Any:
         return getattr(_ops_for(first), name)(*args, **kwargs)
 
     op.__name__ = op.__qualname__ = name
-    op.__doc__ = f"{rule.contract.summary}\n\nDispatches on the type of `{rule.contract.inputs[0]}` to its backend."
+    first = rule.contract.inputs[0]
+    op.__doc__ = f"{rule.contract.summary}\n\nDispatches on the type of `{first}` to its backend."
     op.__signature__ = rule.signature  # type: ignore[attr-defined]
     return op
 

@@ -68,6 +68,7 @@ class Backend:
         return "cpu"
 
     def device_of(self, x: Any) -> Any:
+        """The device ``x`` lives on; ``None`` when unknown (JAX tracers), which skips the check."""
         return array_api_compat.device(x)
 
     def kernels(self, device: Any) -> Any:
@@ -97,7 +98,9 @@ class Backend:
             f"U[{k - 1}, {k - 1}] of its LU factorization is exactly zero"
         )
 
-    def native_op(self, rule: Rule, la: Linalg, functional: Callable[..., Any]) -> Callable[..., Any] | None:
+    def native_op(
+        self, rule: Rule, la: Linalg, functional: Callable[..., Any]
+    ) -> Callable[..., Any] | None:
         """The native AD hook: turn ``rule`` into a callable of the framework's AD system.
 
         ``functional`` is the plain op invad built from the rule (checks,

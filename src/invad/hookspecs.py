@@ -29,7 +29,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def invad_backends() -> Sequence[Backend]:
+def invad_backends() -> Sequence[Backend]:  # type: ignore[empty-body]
     """Return the backends that this plugin provides.
 
     Called once per process, the first time invad lists or installs

@@ -114,8 +114,12 @@ def _check_same_device(backend: Backend, op: str, arrays: Sequence[Array]) -> No
     first = backend.device_of(arrays[0])
     for arg, x in zip(("b",), arrays[1:]):
         other = backend.device_of(x)
+        if first is None or other is None:  # not known (a JAX tracer): nothing to check
+            continue
         if other != first:
-            raise ValueError(f"invad.{op}: `a` is on device {first} but `{arg}` is on device {other}")
+            raise ValueError(
+                f"invad.{op}: `a` is on device {first} but `{arg}` is on device {other}"
+            )
 
 
 def _functional_op(rule: Rule, la: Linalg, backend: Backend) -> Callable[..., Any]:

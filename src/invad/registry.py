@@ -16,6 +16,7 @@ from .errors import BackendNotFoundError
 #: Built-in backends, registered as plugins like any third-party one.
 BUILTIN_PLUGINS = (
     "invad.backends.numpy",
+    "invad.backends.jax",
 )
 
 
@@ -47,7 +48,9 @@ class _Entry:
 
 @dataclass
 class Registry:
-    pm: pluggy.PluginManager = field(default_factory=lambda: pluggy.PluginManager(hookspecs.PROJECT))
+    pm: pluggy.PluginManager = field(
+        default_factory=lambda: pluggy.PluginManager(hookspecs.PROJECT)
+    )
     entries: dict[str, _Entry] = field(default_factory=dict)
     _discovered: bool = False
 
@@ -60,7 +63,12 @@ class Registry:
         from . import __version__
 
         for module in BUILTIN_PLUGINS:
-            self._register(module.rsplit(".", 1)[-1], module, __version__, lambda m=module: importlib.import_module(m))
+            self._register(
+                module.rsplit(".", 1)[-1],
+                module,
+                __version__,
+                lambda m=module: importlib.import_module(m),
+            )
         for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT):
             version = ep.dist.version if ep.dist is not None else None
             plugin = ep.dist.name if ep.dist is not None else ep.value
@@ -71,9 +79,11 @@ class Registry:
             obj = load()
             if self.pm.is_registered(obj):
                 return
-            self.pm.register(obj, name=plugin if self.pm.get_plugin(plugin) is None else f"{plugin}:{entry_name}")
+            self.pm.register(
+                obj, name=plugin if self.pm.get_plugin(plugin) is None else f"{plugin}:{entry_name}"
+            )
             impls = [i for i in self.pm.hook.invad_backends.get_hookimpls() if i.plugin is obj]
-            backends = [b for impl in impls for b in impl.function()]
+            backends: list[Backend] = [b for impl in impls for b in impl.function()]  # type: ignore[attr-defined]
         except Exception as exc:
             self._add(_Entry(entry_name, plugin, version, error=exc))
             return
@@ -89,7 +99,9 @@ class Registry:
             f"backend name {entry.name!r} is claimed by both plugin {other.plugin!r} and plugin "
             f"{entry.plugin!r}; uninstall one of them"
         )
-        self.entries[entry.name] = _Entry(entry.name, f"{other.plugin}, {entry.plugin}", None, error=clash)
+        self.entries[entry.name] = _Entry(
+            entry.name, f"{other.plugin}, {entry.plugin}", None, error=clash
+        )
 
     def _load(self, entry: _Entry) -> None:
         if entry.loaded or entry.backend is None:
@@ -129,7 +141,9 @@ class Registry:
             self._load(entry)
             if entry.backend is not None and entry.error is None:
                 return entry.backend
-        raise BackendNotFoundError(self._not_found_message(name)) from (entry.error if entry else None)
+        raise BackendNotFoundError(self._not_found_message(name)) from (
+            entry.error if entry else None
+        )
 
     def owner_of(self, x: Any) -> Backend:
         self.discover()
@@ -139,7 +153,8 @@ class Registry:
                 if entry.error is None:
                     return entry.backend
         raise TypeError(
-            f"invad: no installed backend owns arrays of type {type(x).__module__}.{type(x).__qualname__}"
+            "invad: no installed backend owns arrays of type "
+            f"{type(x).__module__}.{type(x).__qualname__}"
         )
 
     def _not_found_message(self, name: str) -> str:

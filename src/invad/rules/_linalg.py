@@ -7,7 +7,10 @@ install time, that bundles the backend's array namespace with three kernels:
 - ``lu_solve(factor, b, trans) -> x``: ``getrs``, solving ``op(A) x = b`` with
   ``op`` the identity (``"N"``), the transpose (``"T"``) or the adjoint (``"H"``),
   batch dimensions of the factor and of ``b`` broadcast;
-- ``inv(a) -> (inverse, info)``.
+- ``inv(a) -> (inverse, info)``;
+- ``solve(a, b, trans) -> (Factor, x, info)``: factor and solve in one call, for
+  libraries whose fused solver beats a separate factor and solve; by default
+  ``lu_factor`` then ``lu_solve``.
 
 A backend may hand in faster native kernels; whatever it leaves out is filled
 from the portable versions below, written only in array-API operations. Those
@@ -46,6 +49,7 @@ class Factor(NamedTuple):
 LUFactor = Callable[[Array], tuple[Factor, Array]]
 LUSolve = Callable[[Factor, Array, Trans], Array]
 Inv = Callable[[Array], tuple[Array, Array]]
+Solve = Callable[[Array, Array, Trans], tuple[Factor, Array, Array]]
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class Linalg:
     lu_factor: LUFactor
     lu_solve: LUSolve
     inv: Inv
+    solve: Solve
 
     @classmethod
     def build(cls, xp: Any, kernels: Any = None) -> Linalg:
@@ -65,11 +70,19 @@ class Linalg:
             native = getattr(kernels, name, None)
             return native if native is not None else portable
 
+        lu_factor = pick("lu_factor", lambda a: portable_lu_factor(xp, a))
+        lu_solve = pick("lu_solve", lambda f, b, trans: portable_lu_solve(xp, f, b, trans))
+
+        def factor_then_solve(a: Array, b: Array, trans: Trans) -> tuple[Factor, Array, Array]:
+            factor, info = lu_factor(a)
+            return factor, lu_solve(factor, b, trans), info
+
         return cls(
             xp=xp,
-            lu_factor=pick("lu_factor", lambda a: portable_lu_factor(xp, a)),
-            lu_solve=pick("lu_solve", lambda f, b, trans: portable_lu_solve(xp, f, b, trans)),
+            lu_factor=lu_factor,
+            lu_solve=lu_solve,
             inv=pick("inv", lambda a: portable_inv(xp, a)),
+            solve=pick("solve", factor_then_solve),
         )
 
 
@@ -193,7 +206,9 @@ def portable_lu_solve(xp: Any, factor: Factor, b: Array, trans: Trans = "N") -> 
         for k in range(n):  # x = P^T b
             x = _swap_rows(xp, x, k, piv[..., k])
         for j in range(n - 1):  # L y = x, unit lower
-            x[..., j + 1 :, :] = x[..., j + 1 :, :] - lu[..., j + 1 :, j : j + 1] * x[..., j : j + 1, :]
+            x[..., j + 1 :, :] = (
+                x[..., j + 1 :, :] - lu[..., j + 1 :, j : j + 1] * x[..., j : j + 1, :]
+            )
         for j in reversed(range(n)):  # U x = y
             x[..., j : j + 1, :] = x[..., j : j + 1, :] / lu[..., j : j + 1, j : j + 1]
             x[..., :j, :] = x[..., :j, :] - lu[..., :j, j : j + 1] * x[..., j : j + 1, :]

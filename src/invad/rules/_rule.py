@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ._linalg import Array, Linalg
+from ._linalg import Array
 
 CONVENTION = (
     "VJP is the adjoint under the real Frobenius inner product <X, Y> = Re tr(X^H Y) "
@@ -59,7 +59,7 @@ class Primal:
 
     value: Array
     info: Array
-    residuals: tuple[Array, ...]
+    residuals: Any  # the rule's NamedTuple of arrays
 
 
 Check = Callable[..., None]
@@ -95,7 +95,10 @@ class Rule:
     signature: inspect.Signature = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in self.contract.inputs]
+        params = [
+            inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            for n in self.contract.inputs
+        ]
         params += [
             inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, default=p.default)
             for p in self.contract.params

@@ -140,9 +140,7 @@ TENSORINV = Rule(
         inputs=("a",),
         outputs=("inverse",),
         differentiable_outputs=("inverse",),
-        params=(
-            Param("ind", 2, "number of leading indices that form the rows of the matrix"),
-        ),
+        params=(Param("ind", 2, "number of leading indices that form the rows of the matrix"),),
         forward="B = reshape(inv(reshape(A, (P, P))), a.shape[ind:] + a.shape[:ind])",
         linearization="dB = -B dA B on the reshaped matrices",
         adjoint="Abar = -B^H Bbar B^H on the reshaped matrices",

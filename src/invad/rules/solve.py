@@ -105,15 +105,24 @@ def _check_solve(xp: Any, op: str, a: Array, b: Array, *, left: bool = True) -> 
 def _solve_primal(la: Linalg, a: Array, b: Array, *, left: bool = True) -> Primal:
     xp = la.xp
     dtype = xp.result_type(a.dtype, b.dtype)
-    factor, info = la.lu_factor(a if a.dtype == dtype else xp.astype(a, dtype))
+    a_ = a if a.dtype == dtype else xp.astype(a, dtype)
     vector = b.ndim == 1
-    x = _apply_inverse(la, factor, _as_matrix_rhs(b, vector, left), left)
+    rhs = _as_matrix_rhs(b, vector, left)
+    if left:
+        factor, x, info = la.solve(a_, rhs, "N")
+    else:  # X A = B is A^T X^T = B^T
+        factor, xt, info = la.solve(a_, mT(xp, rhs), "T")
+        x = mT(xp, xt)
     residuals = SolveResiduals(a, factor.lu, factor.pivots, b, x)
     return Primal(_from_matrix_rhs(x, vector, left), info, residuals)
 
 
 def _solve_jvp(
-    la: Linalg, res: SolveResiduals, tangents: tuple[Array | None, Array | None], *, left: bool = True
+    la: Linalg,
+    res: SolveResiduals,
+    tangents: tuple[Array | None, Array | None],
+    *,
+    left: bool = True,
 ) -> Array | None:
     da, db = tangents
     vector = res.b.ndim == 1
@@ -233,7 +242,9 @@ def _tensorsolve_matrix(
     return la.xp.reshape(la.xp.permute_dims(a, tuple(perm)), (p, p)), x_shape, perm
 
 
-def _matrix_residuals(la: Linalg, res: SolveResiduals, axes: tuple[int, ...] | None) -> SolveResiduals:
+def _matrix_residuals(
+    la: Linalg, res: SolveResiduals, axes: tuple[int, ...] | None
+) -> SolveResiduals:
     m, _, _ = _tensorsolve_matrix(la, res.a, res.b.ndim, axes)
     return res._replace(a=m, b=la.xp.reshape(res.b, (-1,)))
 
@@ -288,9 +299,7 @@ TENSORSOLVE = Rule(
         inputs=("a", "b"),
         outputs=("x",),
         differentiable_outputs=("x",),
-        params=(
-            Param("axes", None, "axes of `a` moved to the end before the reshape, or None"),
-        ),
+        params=(Param("axes", None, "axes of `a` moved to the end before the reshape, or None"),),
         forward="x = reshape(solve(reshape(A', (P, P)), ravel(b)), x_shape), A' = a with axes last",
         linearization="the solve linearization on the reshaped matrix and vector",
         adjoint="the solve adjoint on the reshaped matrix and vector, reshaped and permuted back",
@@ -299,7 +308,9 @@ TENSORSOLVE = Rule(
             "prod(x_shape) == prod(b.shape) = P, and the P x P matrix nonsingular"
         ),
         singular=SOLVE.contract.singular,
-        shapes="No batch dimensions: NumPy's index rule, x.shape = a.shape[b.ndim:] after the move.",
+        shapes=(
+            "No batch dimensions: NumPy's index rule, x.shape = a.shape[b.ndim:] after the move."
+        ),
     ),
     check=_check_tensorsolve,
     primal=_tensorsolve_primal,

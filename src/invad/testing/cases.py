@@ -80,7 +80,9 @@ def random_array(rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -
     return x.astype(dtype)
 
 
-def well_conditioned(rng: np.random.Generator, batch: tuple[int, ...], n: int, dtype: str) -> np.ndarray:
+def well_conditioned(
+    rng: np.random.Generator, batch: tuple[int, ...], n: int, dtype: str
+) -> np.ndarray:
     """Matrices ``2 I + N / sqrt(n)``: eigenvalues near 2, condition numbers of a few units."""
     noise = random_array(rng, (*batch, n, n), dtype) / math.sqrt(max(n, 1))
     return (2 * np.eye(n, dtype=dtype) + noise).astype(dtype)
@@ -91,7 +93,7 @@ def primals(op: str, shape: Shape, dtype: str, rng: np.random.Generator) -> tupl
     if op in ("inv", "inv_ex", "solve", "solve_ex"):
         a_shape = shape.shapes[0]
         a = well_conditioned(rng, a_shape[:-2], a_shape[-1], dtype)
-        return (a,) + tuple(random_array(rng, s, dtype) for s in shape.shapes[1:])
+        return (a, *(random_array(rng, s, dtype) for s in shape.shapes[1:]))
     if op == "tensorinv":
         (a_shape,) = shape.shapes
         p = math.prod(a_shape[: shape.params["ind"]])

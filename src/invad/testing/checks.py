@@ -24,7 +24,12 @@ from .oracle import Replay, load_cases, replays
 
 #: Forward and adjoint tolerances in units of the dtype's machine epsilon.
 EPS = {d: float(np.finfo(d).eps) for d in C.DTYPES}
-WIDE = {"float32": "float64", "float64": "float64", "complex64": "complex128", "complex128": "complex128"}
+WIDE = {
+    "float32": "float64",
+    "float64": "float64",
+    "complex64": "complex128",
+    "complex128": "complex128",
+}
 FD_STEP = 1e-6
 FD_RTOL = {"float32": 2e-3, "complex64": 2e-3, "float64": 1e-6, "complex128": 1e-6}
 
@@ -90,7 +95,9 @@ def _value(op: str, out: Any) -> Any:
     return out[0] if RULES[op].returns_info else out
 
 
-def reconstruction_error(op: str, primals: tuple[np.ndarray, ...], x: np.ndarray, params: dict[str, Any]) -> float:
+def reconstruction_error(
+    op: str, primals: tuple[np.ndarray, ...], x: np.ndarray, params: dict[str, Any]
+) -> float:
     """How far ``x`` is from solving its problem, relative to the sizes involved."""
     p = tuple(np.asarray(v, np.complex128) for v in primals)
     x = np.asarray(x, np.complex128)
@@ -117,7 +124,9 @@ def reconstruction_error(op: str, primals: tuple[np.ndarray, ...], x: np.ndarray
 # -- the checks -------------------------------------------------------------------
 
 
-def check_forward(h: Harness, op: str, shape: C.Shape, dtype: str, rng: np.random.Generator) -> CheckResult:
+def check_forward(
+    h: Harness, op: str, shape: C.Shape, dtype: str, rng: np.random.Generator
+) -> CheckResult:
     primals = C.primals(op, shape, dtype, rng)
     out = getattr(h.ops, op)(*(h.put(x) for x in primals), **shape.params)
     value = _value(op, out)
@@ -135,14 +144,20 @@ def check_forward(h: Harness, op: str, shape: C.Shape, dtype: str, rng: np.rando
             problems.append(f"info {info!r}, expected zeros of shape {batch}")
     if problems:
         error = math.inf
-    return CheckResult(op, "forward", f"{shape.id} {dtype}", error, 1000 * EPS[dtype], "; ".join(problems))
+    return CheckResult(
+        op, "forward", f"{shape.id} {dtype}", error, 1000 * EPS[dtype], "; ".join(problems)
+    )
 
 
-def check_jvp(h: Harness, op: str, shape: C.Shape, dtype: str, rng: np.random.Generator) -> CheckResult:
+def check_jvp(
+    h: Harness, op: str, shape: C.Shape, dtype: str, rng: np.random.Generator
+) -> CheckResult:
     """JVP against central finite differences of the op at double precision."""
     primals = C.primals(op, shape, dtype, rng)
     tangents = tuple(C.random_array(rng, x.shape, dtype) for x in primals)
-    _, tangent_out = h.ops.jvp(op, tuple(h.put(x) for x in primals), tuple(h.put(t) for t in tangents), **shape.params)
+    _, tangent_out = h.ops.jvp(
+        op, tuple(h.put(x) for x in primals), tuple(h.put(t) for t in tangents), **shape.params
+    )
     got = h.get(_value(op, tangent_out))
     wide = WIDE[dtype]
     p, t = (tuple(x.astype(wide) for x in xs) for xs in (primals, tangents))
@@ -151,10 +166,14 @@ def check_jvp(h: Harness, op: str, shape: C.Shape, dtype: str, rng: np.random.Ge
     fd = (plus - minus) / (2 * FD_STEP)
     error = _relative(got.astype(wide), fd)
     detail = "" if str(got.dtype) == dtype else f"tangent dtype {got.dtype}, expected {dtype}"
-    return CheckResult(op, "jvp-fd", f"{shape.id} {dtype}", math.inf if detail else error, FD_RTOL[dtype], detail)
+    return CheckResult(
+        op, "jvp-fd", f"{shape.id} {dtype}", math.inf if detail else error, FD_RTOL[dtype], detail
+    )
 
 
-def check_vjp(h: Harness, op: str, shape: C.Shape, dtype: str, rng: np.random.Generator) -> CheckResult:
+def check_vjp(
+    h: Harness, op: str, shape: C.Shape, dtype: str, rng: np.random.Generator
+) -> CheckResult:
     """The dot-product test <ybar, J v> = <J* ybar, v> under Re tr(X^H Y)."""
     primals = C.primals(op, shape, dtype, rng)
     tangents = tuple(C.random_array(rng, x.shape, dtype) for x in primals)
@@ -178,11 +197,18 @@ def check_vjp(h: Harness, op: str, shape: C.Shape, dtype: str, rng: np.random.Ge
         if xb.dtype != x.dtype or xb.shape != x.shape
     ]
     return CheckResult(
-        op, "vjp-adjoint", f"{shape.id} {dtype}", math.inf if bad else error, 100 * EPS[dtype], "; ".join(bad)
+        op,
+        "vjp-adjoint",
+        f"{shape.id} {dtype}",
+        math.inf if bad else error,
+        100 * EPS[dtype],
+        "; ".join(bad),
     )
 
 
-def check_oracle(h: Harness, case_id: str, r: Replay, rtol: float, atol: float) -> Iterator[CheckResult]:
+def check_oracle(
+    h: Harness, case_id: str, r: Replay, rtol: float, atol: float
+) -> Iterator[CheckResult]:
     """JVP and VJP against the oracle's PyTorch reference, within the case's tolerances."""
     primals = tuple(h.put(x) for x in r.primals)
     _, tangent_out = h.ops.jvp(r.op, primals, tuple(h.put(t) for t in r.tangents), **r.params)
@@ -208,15 +234,26 @@ def _allclose_ratio(got: np.ndarray, ref: np.ndarray, rtol: float, atol: float) 
 
 
 def _expect(
-    op: str, name: str, action: Callable[[], Any], error: type[BaseException] | None, words: tuple[str, ...] = ()
+    op: str,
+    name: str,
+    action: Callable[[], Any],
+    error: type[BaseException] | None,
+    words: tuple[str, ...] = (),
 ) -> CheckResult:
-    """Run ``action``; pass if it raises ``error`` with every word in the message (or, for None, if it does not raise)."""
+    """Run ``action``: it passes if it raises ``error`` with every word in the message.
+
+    With ``error=None`` it passes if it does not raise.
+    """
     try:
         action()
     except Exception as exc:
         ok = error is not None and isinstance(exc, error) and all(w in str(exc) for w in words)
-        return CheckResult(op, "errors", name, 0.0 if ok else 1.0, 0.0, f"{type(exc).__name__}: {exc}")
-    return CheckResult(op, "errors", name, 0.0 if error is None else 1.0, 0.0, "no exception" if error else "")
+        return CheckResult(
+            op, "errors", name, 0.0 if ok else 1.0, 0.0, f"{type(exc).__name__}: {exc}"
+        )
+    return CheckResult(
+        op, "errors", name, 0.0 if error is None else 1.0, 0.0, "no exception" if error else ""
+    )
 
 
 def check_errors(h: Harness, op: str) -> Iterator[CheckResult]:
@@ -233,15 +270,19 @@ def check_errors(h: Harness, op: str) -> Iterator[CheckResult]:
     integer = tuple(np.ones(x.shape, dtype=np.int64) for x in good)
     yield _expect(op, "integer dtype", call(*integer), TypeError, (op, "dtype"))
     if op in ("inv", "inv_ex", "solve", "solve_ex"):
-        yield _expect(op, "non-square a", call(np.ones((4, 3, 4)), *good[1:]), ValueError, (op, "square"))
+        yield _expect(
+            op, "non-square a", call(np.ones((4, 3, 4)), *good[1:]), ValueError, (op, "square")
+        )
         singular = good[0].copy()
         singular[1] = 0.0  # batch element 1 singular, at U[0, 0]
         zeros = (singular, *good[1:])
         if ex:
+
             def info_of() -> None:
                 info = h.get(fn(*(h.put(x) for x in zeros), **params)[1])
                 if not (info[1] > 0 and not info[0] and not info[2:].any()):
                     raise AssertionError(f"info {info}")
+
             yield _expect(op, "singular gives info", info_of, None)
         elif h.backend.raises_on_singular:
             yield _expect(op, "singular raises", call(*zeros), h.backend.linalg_error, (op, "(1,)"))
@@ -252,16 +293,31 @@ def check_errors(h: Harness, op: str) -> Iterator[CheckResult]:
             out = h.get(_value(op, fn(*(h.put(x) for x in (nan, *good[1:])), **params)))
             if not np.isnan(out[0]).any() or np.isnan(out[1:]).any():
                 raise AssertionError("NaN did not stay in its batch element")
+
         yield _expect(op, "NaN propagates", propagates, None)
     if op in ("solve", "solve_ex"):
-        yield _expect(op, "b does not fit", call(good[0], np.ones((4, 5, 2))), ValueError, (op, "does not fit"))
-        yield _expect(op, "batches do not broadcast", call(good[0], np.ones((3, 3, 2))), ValueError, (op, "broadcast"))
+        yield _expect(
+            op,
+            "b does not fit",
+            call(good[0], np.ones((4, 5, 2))),
+            ValueError,
+            (op, "does not fit"),
+        )
+        yield _expect(
+            op,
+            "batches do not broadcast",
+            call(good[0], np.ones((3, 3, 2))),
+            ValueError,
+            (op, "broadcast"),
+        )
     if op == "tensorinv":
         yield _expect(op, "ind does not fit", call(good[0], ind=1), ValueError, (op, "ind"))
         yield _expect(op, "ind out of range", call(good[0], ind=0), ValueError, (op, "ind"))
     if op == "tensorsolve":
         yield _expect(op, "axes do not fit", call(*good, axes=(0,)), ValueError, (op, "axes"))
-        yield _expect(op, "b does not fit", call(good[0], np.ones((3, 2))), ValueError, (op, "does not fit"))
+        yield _expect(
+            op, "b does not fit", call(good[0], np.ones((3, 2))), ValueError, (op, "does not fit")
+        )
 
 
 # -- everything ----------------------------------------------------------------------
@@ -278,17 +334,34 @@ def run_all(backend: str | None = None, device: Any = None, seed: int = 0) -> li
             for shape in C.SHAPES[op]:
                 rng = np.random.default_rng([seed, zlib.crc32(f"{op} {shape.id} {dtype}".encode())])
                 case = f"{shape.id} {dtype}"
-                for name, check in (("forward", check_forward), ("jvp-fd", check_jvp), ("vjp-adjoint", check_vjp)):
-                    rows.append(_guard(op, name, case, lambda: check(h, op, shape, dtype, rng)))
-        rows.extend(check_errors(h, op))
-    for case in load_cases():
-        for r in replays(case):
-            rows.extend(check_oracle(h, case.case_id, r, *case.first_order))
+                for name, check in (
+                    ("forward", check_forward),
+                    ("jvp-fd", check_jvp),
+                    ("vjp-adjoint", check_vjp),
+                ):
+                    rows += _guarded(op, name, case, check, h, op, shape, dtype, rng)
+        rows += _guarded(op, "errors", "all", check_errors, h, op)
+    for oracle in load_cases():
+        for r in replays(oracle):
+            rows += _guarded(
+                r.op,
+                "oracle",
+                oracle.case_id,
+                check_oracle,
+                h,
+                oracle.case_id,
+                r,
+                *oracle.first_order,
+            )
     return rows
 
 
-def _guard(op: str, name: str, case: str, run: Callable[[], CheckResult]) -> CheckResult:
+def _guarded(
+    op: str, name: str, case: str, check: Callable[..., Any], *args: Any
+) -> list[CheckResult]:
+    """The rows of one check, or one failing row saying how it crashed."""
     try:
-        return run()
+        out = check(*args)
+        return [out] if isinstance(out, CheckResult) else list(out)
     except Exception as exc:
-        return CheckResult(op, name, case, math.inf, 0.0, f"crashed: {type(exc).__name__}: {exc}")
+        return [CheckResult(op, name, case, math.inf, 0.0, f"crashed: {type(exc).__name__}: {exc}")]

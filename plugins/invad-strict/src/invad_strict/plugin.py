@@ -50,7 +50,9 @@ class StrictBackend(Backend):
             return device
         if device in self.devices():
             return self._xp.Device(device)
-        raise ValueError(f"array-api-strict has the devices {', '.join(self.devices())}; got {device!r}")
+        raise ValueError(
+            f"array-api-strict has the devices {', '.join(self.devices())}; got {device!r}"
+        )
 
     def device_of(self, x: Any) -> Any:
         return x.device

@@ -1,0 +1,17 @@
+"""Shared fixtures: the backends under test come from INVAD_TEST_BACKENDS (default numpy)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from invad.testing import Harness
+
+BACKENDS = [b for b in os.environ.get("INVAD_TEST_BACKENDS", "numpy").split(",") if b]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def harness(request: pytest.FixtureRequest) -> Harness:
+    """An installed backend under test. A backend named here must install: no skip."""
+    return Harness(request.param)

@@ -1,0 +1,60 @@
+"""The command line: `invad backends`, `invad check`, `python -m invad`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from invad import cli
+from invad.rules import RULES
+from invad.testing import CheckResult
+
+
+def test_backends_prints_a_table_with_numpy_available(capsys):
+    assert cli.main(["backends"]) == 0
+    out = capsys.readouterr().out
+    header, _, *rows = out.splitlines()
+    assert header.split() == ["backend", "plugin", "available", "AD", "devices"]
+    numpy_row = next(r for r in rows if r.startswith("numpy "))
+    assert "yes (" in numpy_row and "functional" in numpy_row and "cpu" in numpy_row
+
+
+def test_check_passes_on_numpy_and_prints_op_by_check(capsys):
+    assert cli.main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "backend 'numpy'" in out and " 0 failed" in out
+    header = next(line for line in out.splitlines() if line.startswith("op "))
+    assert header.split() == [
+        "op",
+        "forward",
+        "jvp-fd",
+        "vjp-adjoint",
+        "oracle-jvp",
+        "oracle-vjp",
+        "errors",
+    ]
+    rows = [
+        line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0] in RULES
+    ]
+    assert [r[0] for r in rows] == list(RULES)
+    assert all(cell == "ok" for r in rows for cell in r[1::3])  # "ok N (worst)" in every column
+
+
+def test_check_exits_1_when_a_check_fails(capsys, monkeypatch):
+    bad = CheckResult("solve", "jvp-fd", "single float64", 1.0, 1e-6, "planted")
+    monkeypatch.setattr(cli, "run_all", lambda name: [bad])
+    assert cli.main(["check"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL 1/1" in out and "FAILED solve jvp-fd [single float64]" in out
+
+
+def test_check_of_an_unknown_backend_exits_2(capsys):
+    assert cli.main(["check", "--backend", "nope"]) == 2
+    assert "no backend named 'nope'" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs_the_cli():
+    proc = subprocess.run(
+        [sys.executable, "-m", "invad", "backends"], capture_output=True, text=True, check=True
+    )
+    assert proc.stdout.startswith("backend")
