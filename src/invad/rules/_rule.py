@@ -39,7 +39,8 @@ class Contract:
     params: tuple[Param, ...]
     forward: str
     linearization: str
-    adjoint: str
+    adjoint: str  # the VJP in the adjoint convention (PyTorch's, ``ops.vjp``)
+    transpose: str  # the VJP as JAX's linear transpose: conj(adjoint(conj(ct)))
     domain: str
     singular: str
     shapes: str

@@ -67,6 +67,7 @@ INV = Rule(
         forward="B = A^-1",
         linearization="dB = -B dA B",
         adjoint="Abar = -B^H Bbar B^H",
+        transpose="Abar = -B^T Bbar B^T",
         domain="a nonsingular",
         singular=(
             "Raises the framework's LinAlgError naming the op, the shape and the first "
@@ -144,6 +145,7 @@ TENSORINV = Rule(
         forward="B = reshape(inv(reshape(A, (P, P))), a.shape[ind:] + a.shape[:ind])",
         linearization="dB = -B dA B on the reshaped matrices",
         adjoint="Abar = -B^H Bbar B^H on the reshaped matrices",
+        transpose="Abar = -B^T Bbar B^T on the reshaped matrices",
         domain="prod(a.shape[:ind]) == prod(a.shape[ind:]) = P, the P x P matrix nonsingular",
         singular=INV.contract.singular,
         shapes="No batch dimensions: every index of `a` belongs to the matrix (NumPy's rule).",

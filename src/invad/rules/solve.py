@@ -170,6 +170,10 @@ SOLVE = Rule(
             "left: G = A^-H Xbar, Bbar = G, Abar = -G X^H;  "
             "right: Bbar = Xbar A^-H, Abar = -X^H Bbar  (A's LU factorization is reused)"
         ),
+        transpose=(
+            "left: G = A^-T Xbar, Bbar = G, Abar = -G X^T;  "
+            "right: Bbar = Xbar A^-T, Abar = -X^T Bbar"
+        ),
         domain="a nonsingular",
         singular=(
             "Raises the framework's LinAlgError naming the op, the shape and the first "
@@ -303,6 +307,7 @@ TENSORSOLVE = Rule(
         forward="x = reshape(solve(reshape(A', (P, P)), ravel(b)), x_shape), A' = a with axes last",
         linearization="the solve linearization on the reshaped matrix and vector",
         adjoint="the solve adjoint on the reshaped matrix and vector, reshaped and permuted back",
+        transpose="the solve transpose on the reshaped matrix and vector, reshaped and permuted back",
         domain=(
             "after moving `axes` last, a.shape = b.shape + x_shape with "
             "prod(x_shape) == prod(b.shape) = P, and the P x P matrix nonsingular"
