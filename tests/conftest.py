@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from invad.testing import Harness
+from invad.testing.plugin import env_backends
 
-BACKENDS = [b for b in os.environ.get("INVAD_TEST_BACKENDS", "numpy").split(",") if b]
+BACKENDS = env_backends()
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -168,7 +168,9 @@ def portable_lu_factor(xp: Any, a: Array) -> tuple[Factor, Array]:
         lu[..., k : k + 1, :] = row_p
         pivot = row_p[..., 0, k]
         singular = pivot == 0
-        info = xp.where((info == 0) & singular, xp.asarray(k + 1, dtype=xp.int32), info)
+        info = xp.where(
+            (info == 0) & singular, xp.asarray(k + 1, dtype=xp.int32, device=a.device), info
+        )
         if k + 1 < n:
             # A zero pivot means the column below is zero too: scale by 1, as getf2 skips it.
             safe = xp.where(singular, xp.ones_like(pivot), pivot)

@@ -307,7 +307,7 @@ TENSORSOLVE = Rule(
         forward="x = reshape(solve(reshape(A', (P, P)), ravel(b)), x_shape), A' = a with axes last",
         linearization="the solve linearization on the reshaped matrix and vector",
         adjoint="the solve adjoint on the reshaped matrix and vector, reshaped and permuted back",
-        transpose="the solve transpose on the reshaped matrix and vector, reshaped and permuted back",
+        transpose="the solve transpose on the reshaped matrix and vector, reshaped and permuted",
         domain=(
             "after moving `axes` last, a.shape = b.shape + x_shape with "
             "prod(x_shape) == prod(b.shape) = P, and the P x P matrix nonsingular"

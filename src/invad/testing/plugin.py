@@ -28,11 +28,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def backends_under_test(config: pytest.Config) -> list[str]:
-    named = config.getoption("--invad-backend")
-    if named:
-        return list(named)
+def env_backends() -> list[str]:
+    """The backends named in ``INVAD_TEST_BACKENDS`` (comma-separated), else ``["numpy"]``."""
     return [b for b in os.environ.get("INVAD_TEST_BACKENDS", "numpy").split(",") if b]
+
+
+def backends_under_test(config: pytest.Config) -> list[str]:
+    return list(config.getoption("--invad-backend")) or env_backends()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
