@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .backend import Backend
-from .rules import RULES, Linalg, Rule
+from .rules import RULES, Linalg, Primal, Rule
 
 Array = Any
 
@@ -53,12 +53,7 @@ class Ops:
                 f"invad.{rule.name}: expected {len(rule.contract.inputs)} primals "
                 f"({', '.join(rule.contract.inputs)}), got {len(primals)}"
             )
-        rule.check(self.xp, rule.name, *primals, **params)
-        _check_same_device(self.backend, rule.name, primals)
-        primal = rule.primal(self.la, *primals, **params)
-        if not rule.returns_info:
-            self.backend.raise_if_singular(rule.name, tuple(primals[0].shape), primal.info)
-        return primal
+        return checked_primal(rule, self.la, self.backend, primals, params)
 
     def jvp(
         self, op: str, primals: Sequence[Array], tangents: Sequence[Array | None], **params: Any
@@ -122,27 +117,31 @@ def _check_same_device(backend: Backend, op: str, arrays: Sequence[Array]) -> No
             )
 
 
+def checked_primal(
+    rule: Rule, la: Linalg, backend: Backend, args: Sequence[Array], params: dict[str, Any]
+) -> Primal:
+    """Check the input, run the primal, and raise on a singular matrix unless ``_ex``."""
+    rule.check(la.xp, rule.name, *args, **params)
+    _check_same_device(backend, rule.name, args)
+    primal = rule.primal(la, *args, **params)
+    if not rule.returns_info:
+        backend.raise_if_singular(rule.name, tuple(args[0].shape), primal.info)
+    return primal
+
+
 def _functional_op(rule: Rule, la: Linalg, backend: Backend) -> Callable[..., Any]:
-    """The plain op: check the input, run the primal, raise on a singular matrix."""
-    xp, name, check, primal = la.xp, rule.name, rule.check, rule.primal
+    """The plain op: :func:`checked_primal`, returning the value (and ``info`` for ``_ex``)."""
     n_inputs = len(rule.contract.inputs)
-    raise_if_singular = backend.raise_if_singular
 
     def op(*args: Any, **kwargs: Any) -> Any:
         if len(args) != n_inputs:  # inputs passed by keyword: the slow, general path
             bound = rule.signature.bind(*args, **kwargs)
             args = tuple(bound.arguments.pop(i) for i in rule.contract.inputs)
             kwargs = bound.arguments
-        check(xp, name, *args, **kwargs)
-        if n_inputs > 1:
-            _check_same_device(backend, name, args)
-        result = primal(la, *args, **kwargs)
-        if rule.returns_info:
-            return result.value, result.info
-        raise_if_singular(name, tuple(args[0].shape), result.info)
-        return result.value
+        result = checked_primal(rule, la, backend, args, kwargs)
+        return (result.value, result.info) if rule.returns_info else result.value
 
-    op.__name__ = op.__qualname__ = name
+    op.__name__ = op.__qualname__ = rule.name
     op.__doc__ = op_docstring(rule)
     op.__signature__ = rule.signature  # type: ignore[attr-defined]
     return op
