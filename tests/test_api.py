@@ -119,3 +119,18 @@ def test_every_op_has_a_rule_and_an_attribute():
     ops = invad.install()
     for name in RULES:
         assert callable(getattr(ops, name)) and callable(getattr(invad, name))
+
+
+def test_dispatch_prefers_a_framework_array_over_a_numpy_constant(monkeypatch):
+    class Traced:  # stands for a framework's array type (a tracer, a box)
+        pass
+
+    class FrameworkOps:
+        name = "framework"
+
+        def solve(self, a, b):
+            return "framework solve"
+
+    monkeypatch.setitem(invad._ops_by_type, Traced, FrameworkOps())
+    assert invad.solve(np.eye(2), Traced()) == "framework solve"
+    assert invad.solve(b=Traced(), a=np.eye(2)) == "framework solve"

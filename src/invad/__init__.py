@@ -64,23 +64,36 @@ def rules() -> list[Contract]:
     return [rule.contract for rule in RULES.values()]
 
 
-def _ops_for(x: Any) -> Ops:
-    ops = _ops_by_type.get(type(x))
-    if ops is None:
-        ops = _ops_by_type[type(x)] = install(REGISTRY.owner_of(x).name)
-    return ops
+def _ops_for(arrays: tuple[Any, ...]) -> Ops:
+    """The ops of the first array's backend that is not the NumPy default, else NumPy's.
+
+    A NumPy constant next to a framework's array (a traced value, say) goes
+    to that framework, whichever argument it is.
+    """
+    chosen = None
+    for x in arrays:
+        ops = _ops_by_type.get(type(x))
+        if ops is None:
+            ops = _ops_by_type[type(x)] = install(REGISTRY.owner_of(x).name)
+        if chosen is None or chosen.name == DEFAULT_BACKEND:
+            chosen = ops
+    assert chosen is not None
+    return chosen
 
 
 def _dispatching(name: str) -> Any:
     rule = RULES[name]
+    inputs = rule.contract.inputs
 
     def op(*args: Any, **kwargs: Any) -> Any:
-        first = args[0] if args else kwargs[rule.contract.inputs[0]]
-        return getattr(_ops_for(first), name)(*args, **kwargs)
+        arrays = args[: len(inputs)] + tuple(kwargs[i] for i in inputs[len(args) :] if i in kwargs)
+        return getattr(_ops_for(arrays), name)(*args, **kwargs)
 
     op.__name__ = op.__qualname__ = name
-    first = rule.contract.inputs[0]
-    op.__doc__ = f"{rule.contract.summary}\n\nDispatches on the type of `{first}` to its backend."
+    op.__doc__ = (
+        f"{rule.contract.summary}\n\nDispatches on the types of {', '.join(inputs)}: to the "
+        "backend of the first one that is not a NumPy array, else to NumPy."
+    )
     op.__signature__ = rule.signature  # type: ignore[attr-defined]
     return op
 

@@ -1,0 +1,1 @@
+"""invad backend plugin for HIPS autograd: every op an autograd primitive, to any order."""

@@ -1,0 +1,78 @@
+"""The ``autograd`` backend: invad's ops as HIPS autograd primitives.
+
+Arrays are NumPy arrays, so the array namespace is ``array_api_compat.numpy``
+and the kernels are invad's NumPy/LAPACK ones. What autograd adds is the AD
+engine: :meth:`AutogradBackend.native_op` makes each op an autograd primitive
+(see :mod:`invad_autograd._native`), so that ``autograd.grad``, ``jacobian``,
+``hessian``, ``make_jvp``, ... work through ``ops.inv``, ``ops.solve``, ... to
+any order.
+
+Importing this module does not import autograd: :meth:`AutogradBackend.load`
+does, and reports a missing autograd as the reason the backend is unavailable.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable
+from typing import Any
+
+import array_api_compat.numpy
+import numpy as np
+
+from invad.backend import Backend
+from invad.hookspecs import hookimpl
+from invad.rules import Linalg, Rule
+
+
+class AutogradBackend(Backend):
+    name = "autograd"
+    native_ad = True
+
+    def load(self) -> None:
+        import autograd  # noqa: F401  (raises ImportError when it is missing)
+        import scipy.linalg  # noqa: F401  (invad's NumPy kernels need it)
+
+        from . import _native
+
+        self._native = _native
+
+    def version(self) -> str | None:
+        return importlib.metadata.version("autograd")
+
+    def owns(self, x: Any) -> bool:
+        # autograd's arrays are NumPy arrays, which invad's numpy backend owns; what
+        # is autograd's own is the box it wraps them in while tracing (ArrayBox).
+        return type(x).__module__.startswith("autograd.")
+
+    def namespace(self) -> Any:
+        return array_api_compat.numpy
+
+    @property
+    def linalg_error(self) -> type[Exception]:
+        return np.linalg.LinAlgError
+
+    def device_of(self, x: Any) -> Any:
+        return "cpu"  # NumPy arrays, boxed or not, live on the host
+
+    def kernels(self, device: Any) -> Any:
+        from invad.backends.numpy import NumpyKernels
+
+        return NumpyKernels()
+
+    def raise_if_singular(self, op: str, shape: tuple[int, ...], info: Any) -> None:
+        if info.any():  # fast exit first: this runs on every call
+            super().raise_if_singular(op, shape, info)
+
+    def native_op(
+        self, rule: Rule, la: Linalg, functional: Callable[..., Any]
+    ) -> Callable[..., Any] | None:
+        return self._native.native_op(rule, la, self)
+
+    def to_numpy(self, x: Any) -> Any:
+        return np.asarray(self._native.getval(x))
+
+
+@hookimpl
+def invad_backends() -> list[Backend]:
+    return [AutogradBackend()]
