@@ -17,6 +17,7 @@ nox.options.sessions = [
     "tests-strict",
     "tests-torch",
     "tests-jax",
+    "tests-cupy",
 ]
 
 TORCH_PIN = ("-c", "constraints/torch.txt")
@@ -56,6 +57,38 @@ def tests_torch(session: nox.Session) -> None:
 def tests_jax(session: nox.Session) -> None:
     session.install(".[test,jax]")
     pytest(session, "jax", "tests/test_conformance.py", "tests/test_jax.py")
+
+
+def cuda_gpu_visible() -> bool:
+    """A CUDA GPU is visible: ``nvidia-smi -L`` lists one, or /dev/nvidia0 exists."""
+    import os
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is not None:
+        try:
+            listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            pass
+        else:
+            gpus = [line for line in listed.stdout.splitlines() if line.startswith("GPU ")]
+            if listed.returncode == 0 and gpus:
+                return True
+    return os.path.exists("/dev/nvidia0")
+
+
+@nox.session(name="tests-cupy")
+def tests_cupy(session: nox.Session) -> None:
+    """The CuPy backend on a CUDA GPU; skipped before installing anything where none is visible."""
+    if not cuda_gpu_visible():
+        session.skip(
+            "no CUDA GPU visible (nvidia-smi found no device): the CuPy backend's tests need one"
+        )
+    session.install(".[test,cupy]")  # cupy-cuda12x
+    pytest(
+        session, "cupy", "tests/test_conformance.py", "tests/test_devices.py", "tests/test_cupy.py"
+    )
 
 
 @nox.session

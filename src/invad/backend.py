@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, ClassVar
 
 import array_api_compat
@@ -70,6 +71,15 @@ class Backend:
     def device_of(self, x: Any) -> Any:
         """The device ``x`` lives on; ``None`` when unknown (JAX tracers), which skips the check."""
         return array_api_compat.device(x)
+
+    def on_device_of(self, x: Any) -> AbstractContextManager[Any]:
+        """The context in which invad computes on ``x``; entered around ``ops.jvp`` and ``ops.vjp``.
+
+        For a framework with a *current device* (CuPy), it makes ``x``'s device
+        current, so that what is computed and created lands next to ``x``. By
+        default it does nothing: most frameworks place results by their inputs.
+        """
+        return nullcontext()
 
     def kernels(self, device: Any) -> Any:
         """Optional native kernels: an object with any of ``lu_factor``, ``lu_solve``, ``inv``.

@@ -65,8 +65,15 @@ class Ops:
         ``None`` for the tangent of ``info``.
         """
         rule = self._rule(op)
+        primals = tuple(primals)
+        with self.backend.on_device_of(primals[0] if primals else None):
+            return self._jvp(rule, primals, tuple(tangents), params)
+
+    def _jvp(
+        self, rule: Rule, primals: tuple[Array, ...], tangents: tuple[Any, ...], params: Any
+    ) -> tuple[Any, Any]:
+        op = rule.name
         primal = self._primal(rule, primals, params)
-        tangents = tuple(tangents)
         for name, x, t in zip(rule.contract.inputs, primals, tangents):
             if t is not None and tuple(t.shape) != tuple(x.shape):
                 raise ValueError(
@@ -90,6 +97,14 @@ class Ops:
         tuple in input order, in the adjoint convention ``Re tr(X^H Y)``.
         """
         rule = self._rule(op)
+        primals = tuple(primals)
+        with self.backend.on_device_of(primals[0] if primals else None):
+            return self._vjp(rule, primals, cotangents, params)
+
+    def _vjp(
+        self, rule: Rule, primals: tuple[Array, ...], cotangents: Any, params: Any
+    ) -> tuple[Any, tuple[Array, ...]]:
+        op = rule.name
         primal = self._primal(rule, primals, params)
         ct = cotangents[0] if rule.returns_info else cotangents
         if tuple(ct.shape) != tuple(primal.value.shape):

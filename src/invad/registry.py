@@ -16,7 +16,9 @@ from .errors import BackendNotFoundError
 #: Built-in backends, registered as plugins like any third-party one.
 BUILTIN_PLUGINS = (
     "invad.backends.numpy",
+    "invad.backends.torch",
     "invad.backends.jax",
+    "invad.backends.cupy",
 )
 
 

@@ -1,0 +1,282 @@
+"""The CuPy backend's own paths: devices, singular errors, LU reuse.
+
+The conformance suite runs on it with ``INVAD_TEST_BACKENDS=cupy`` (nox
+session ``tests-cupy``). The tests here that need a GPU take the ``cupy``
+fixture, which skips them, saying why, where cupy is not installed or no
+CUDA device is visible. Only the checks of how the backend reports a
+missing cupy or a missing GPU run without one.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import invad
+from invad.backends import cupy as cupy_backend
+from invad.ops import Ops
+from invad.testing import Harness, checks
+from invad.testing.cases import Shape, well_conditioned
+
+#: Large enough for the per-matrix LU path on stacks of matrices.
+BIG = cupy_backend.BATCHED_MAX_N + 1
+
+
+def gpu_count(cupy) -> int:
+    try:
+        return int(cupy.cuda.runtime.getDeviceCount())
+    except cupy.cuda.runtime.CUDARuntimeError:  # no driver, or no device
+        return 0
+
+
+@pytest.fixture(scope="module")
+def cupy():
+    cupy = pytest.importorskip(
+        "cupy", reason="cupy is not installed: these tests need cupy-cuda12x and a CUDA GPU"
+    )
+    if gpu_count(cupy) == 0:
+        pytest.skip(
+            "cupy is installed but no CUDA device is visible "
+            "(cupy.cuda.runtime.getDeviceCount() is 0 or fails): these tests need a CUDA GPU"
+        )
+    return cupy
+
+
+@pytest.fixture(scope="module")
+def two_gpus(cupy):
+    if gpu_count(cupy) < 2:
+        pytest.skip("one CUDA device visible: device selection across GPUs needs two")
+    return cupy
+
+
+def on(cupy, k, x):
+    """``x`` (NumPy) as a CuPy array on GPU ``k``."""
+    with cupy.cuda.Device(k):
+        return cupy.asarray(x)
+
+
+# -- without a GPU: how the backend says what is missing --------------------------
+
+
+def test_owns_does_not_import_cupy():
+    had_cupy = "cupy" in sys.modules
+    assert cupy_backend.CupyBackend().owns(np.ones(2)) is False
+    assert had_cupy or "cupy" not in sys.modules
+
+
+def test_load_says_cupy_is_not_installed(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy -> ModuleNotFoundError
+    with pytest.raises(ImportError, match=r"cupy is not installed \(No module named 'cupy'\)"):
+        cupy_backend.CupyBackend().load()
+
+
+@pytest.mark.parametrize("count", [0, "error"])
+def test_load_says_no_cuda_device_is_visible(monkeypatch, count):
+    """A stand-in cupy module whose runtime sees no device: load() must say so, not crash."""
+
+    def get_device_count():
+        if count == "error":
+            raise RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
+        return count
+
+    stub = types.ModuleType("cupy")
+    stub.__version__ = "0.0-stub"
+    stub.cuda = types.SimpleNamespace(
+        runtime=types.SimpleNamespace(getDeviceCount=get_device_count)
+    )
+    monkeypatch.setitem(sys.modules, "cupy", stub)
+    with pytest.raises(RuntimeError, match=r"cupy 0\.0-stub is installed but no CUDA device"):
+        cupy_backend.CupyBackend().load()
+
+
+# -- devices ----------------------------------------------------------------------
+
+
+def test_listed_available_with_every_gpu(cupy):
+    (info,) = [i for i in invad.backends() if i.name == "cupy"]
+    assert info.available and info.version == cupy.__version__ and not info.native_ad
+    assert info.devices == tuple(f"cuda:{k}" for k in range(gpu_count(cupy)))
+
+
+def test_default_device_is_the_current_one_and_cached(cupy):
+    ops = invad.install("cupy")
+    current = cupy.cuda.Device().id
+    assert ops.device.id == current
+    for same in (current, f"cuda:{current}", cupy.cuda.Device(current)):
+        assert invad.install("cupy", device=same) is ops
+
+
+@pytest.mark.parametrize("bad", ["cpu", "cuda:99", "gpu", -1, 99, 1.0])
+def test_unknown_devices_are_rejected(cupy, bad):
+    with pytest.raises(ValueError, match="backend 'cupy' has no device"):
+        invad.install("cupy", device=bad)
+
+
+def test_outputs_stay_on_the_input_gpu_whatever_gpu_is_current(cupy):
+    count = gpu_count(cupy)
+    ops = invad.install("cupy")
+    rng = np.random.default_rng(0)
+    a_np = well_conditioned(rng, (4,), 3, "float64")
+    b_np = rng.standard_normal((4, 3, 2))
+    for k in range(count):
+        a, b = on(cupy, k, a_np), on(cupy, k, b_np)
+        with cupy.cuda.Device((k + 1) % count):  # another GPU current, where there is one
+            results = [ops.solve(a, b), *ops.inv_ex(a), ops.tensorinv(a[0], ind=1)]
+            _, dx = ops.jvp("solve", (a, b), (a, b))
+            _, (abar, bbar) = ops.vjp("solve", (a, b), b)
+            results += [dx, abar, bbar]
+        assert [r.device.id for r in results] == [k] * len(results)
+        np.testing.assert_allclose(cupy.asnumpy(results[0]), np.linalg.solve(a_np, b_np))
+
+
+def test_install_on_the_second_gpu(two_gpus):
+    cupy = two_gpus
+    ops = invad.install("cupy", device=1)
+    assert ops.device.id == 1 and invad.install("cupy", device="cuda:1") is ops
+    with cupy.cuda.Device(0):
+        h = Harness("cupy", device=1)
+        assert h.put(np.eye(2)).device.id == 1
+        for op, shape in [
+            ("solve", Shape("batched", ((4, 3, 3), (4, 3, 2)))),
+            ("solve_ex", Shape("right", ((3, 3), (2, 4, 3)), {"left": False})),
+            ("inv", Shape("batched", ((4, 3, 3),))),
+        ]:
+            for check in (checks.check_forward, checks.check_jvp, checks.check_vjp):
+                result = check(h, op, shape, "float64", np.random.default_rng(5))
+                assert result.passed, result
+
+
+def test_arrays_on_two_gpus_are_rejected_naming_both(two_gpus):
+    cupy = two_gpus
+    ops = invad.install("cupy")
+    a = on(cupy, 0, np.eye(3))
+    b = on(cupy, 1, np.ones((3, 2)))
+    message = r"invad\.solve: `a` is on device cuda:0 but `b` is on device cuda:1"
+    with pytest.raises(ValueError, match=message):
+        ops.solve(a, b)
+    with pytest.raises(ValueError, match=message):
+        ops.vjp("solve", (a, b), on(cupy, 0, np.ones((3, 2))))
+
+
+def test_host_arrays_are_rejected_naming_both(cupy):
+    ops = invad.install("cupy")
+    with pytest.raises(ValueError, match="`a` is on device cuda:0 but `b` is on device cpu"):
+        ops.solve(on(cupy, 0, np.eye(3)), np.ones((3, 2)))
+
+
+# -- singular input ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [3, BIG])
+def test_first_singular_matrix_of_a_batch_is_named(cupy, n):
+    rng = np.random.default_rng(2)
+    a_np = well_conditioned(rng, (40,), n, "float64")
+    a_np[17, :, 1] = 0.0  # column 1 zero: U[1, 1] == 0
+    a_np[30] = 0.0
+    b_np = rng.standard_normal((40, n, 1))
+    a, b = cupy.asarray(a_np), cupy.asarray(b_np)
+    ops = invad.install("cupy")
+    for call in (lambda: ops.solve(a, b), lambda: ops.inv(a)):
+        with pytest.raises(
+            np.linalg.LinAlgError,
+            match=rf"invad\.(solve|inv): singular matrix at batch index \(17,\) "
+            rf"\(input shape \(40, {n}, {n}\)\): U\[1, 1\]",
+        ):
+            call()
+    expected = np.zeros(40, dtype=np.int32)
+    expected[17], expected[30] = 2, 1
+    x, info = ops.solve_ex(a, b)
+    np.testing.assert_array_equal(cupy.asnumpy(info), expected)
+    good = np.ones(40, bool)
+    good[[17, 30]] = False
+    np.testing.assert_allclose(
+        cupy.asnumpy(x)[good], np.linalg.solve(a_np[good], b_np[good]), rtol=1e-10
+    )
+    _, info = ops.inv_ex(a)
+    np.testing.assert_array_equal(cupy.asnumpy(info), expected)
+
+
+def test_one_singular_matrix(cupy):
+    a = cupy.asarray([[1.0, 2.0], [2.0, 4.0]])  # U[1, 1] == 0 exactly
+    ops = invad.install("cupy")
+    with pytest.raises(np.linalg.LinAlgError, match=r"invad\.inv: singular matrix \(input shape"):
+        ops.inv(a)
+    assert int(ops.solve_ex(a, cupy.ones((2, 1)))[1]) == 2
+    assert int(ops.inv_ex(a)[1]) == 2
+
+
+# -- kernels ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("left", [True, False])
+@pytest.mark.parametrize("shape", [(8, 8), (2, BIG, BIG)], ids=["one-matrix", "big-batch"])
+def test_vjp_of_solve_factors_once_and_forms_no_inverse(cupy, monkeypatch, shape, left):
+    calls = []
+    factor = cupy_backend.CupyKernels.lu_factor
+
+    def counting_factor(self, a):
+        calls.append(a.shape)
+        return factor(self, a)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("refactorization or explicit inverse")
+
+    monkeypatch.setattr(cupy_backend.CupyKernels, "lu_factor", counting_factor)
+    backend = invad.install("cupy").backend
+    ops = Ops(backend, backend.resolve_device(None))  # built after the patch
+    rng = np.random.default_rng(1)
+    n = shape[-1]
+    a_np = well_conditioned(rng, shape[:-2], n, "float64")
+    b_np = rng.standard_normal((*shape[:-2], n, 4) if left else (*shape[:-2], 4, n))
+    xbar_np = rng.standard_normal(b_np.shape)
+    a, b, xbar = cupy.asarray(a_np), cupy.asarray(b_np), cupy.asarray(xbar_np)
+    monkeypatch.setattr(cupy.linalg, "solve", forbidden)
+    monkeypatch.setattr(cupy.linalg, "inv", forbidden)
+    x, (abar, bbar) = ops.vjp("solve", (a, b), xbar, left=left)
+    monkeypatch.undo()
+    assert calls == [a.shape]
+    # The adjoint from an explicit inverse, computed independently on the host.
+    ainv_t = np.swapaxes(np.linalg.inv(a_np), -1, -2)
+    x_t = np.swapaxes(cupy.asnumpy(x), -1, -2)
+    g = ainv_t @ xbar_np if left else xbar_np @ ainv_t
+    np.testing.assert_allclose(cupy.asnumpy(bbar), g, rtol=1e-9, atol=1e-12)
+    expected_abar = -g @ x_t if left else -x_t @ g
+    np.testing.assert_allclose(cupy.asnumpy(abar), expected_abar, rtol=1e-9, atol=1e-12)
+
+
+LU_SHAPES = [
+    Shape("batched", ((3, 5, 5), (3, 5, 2))),
+    Shape("broadcast", ((2, 1, 5, 5), (3, 5, 1))),
+    Shape("one-matrix-batched-rhs", ((5, 5), (4, 5, 2))),
+    Shape("right", ((2, 5, 5), (2, 3, 5)), {"left": False}),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "complex128", "float32", "complex64"])
+@pytest.mark.parametrize("shape", LU_SHAPES, ids=lambda s: s.id)
+@pytest.mark.parametrize("check", [checks.check_forward, checks.check_jvp, checks.check_vjp])
+def test_per_matrix_lu_path_passes_the_checks(cupy, monkeypatch, check, shape, dtype):
+    """With the batched cut-off at 0 every stack goes through cuSOLVER getrf/getrs per matrix."""
+    monkeypatch.setattr(cupy_backend, "BATCHED_MAX_N", 0)
+    h = Harness("cupy")
+    for op in ("solve", "solve_ex"):
+        result = check(h, op, shape, dtype, np.random.default_rng(3))
+        assert result.passed, result
+
+
+def test_batched_path_agrees_with_cupy_solve(cupy):
+    rng = np.random.default_rng(0)
+    a = cupy.asarray(well_conditioned(rng, (6,), 4, "complex128"))
+    b = cupy.asarray(rng.standard_normal((6, 4, 2)) + 1j * rng.standard_normal((6, 4, 2)))
+    ops = invad.install("cupy")
+    np.testing.assert_allclose(
+        cupy.asnumpy(ops.solve(a, b)), cupy.asnumpy(cupy.linalg.solve(a, b)), rtol=1e-12
+    )
+    bt = b.swapaxes(-1, -2)
+    xt = cupy.linalg.solve(a.swapaxes(-1, -2), b).swapaxes(-1, -2)
+    np.testing.assert_allclose(
+        cupy.asnumpy(ops.solve(a, bt, left=False)), cupy.asnumpy(xt), rtol=1e-12
+    )
