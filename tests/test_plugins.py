@@ -1,10 +1,13 @@
-"""Plugin discovery and failure isolation: throwaway plugin modules behind fake entry points."""
+"""Plugin discovery and failure isolation, with throwaway plugin distributions made by the tests."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +30,17 @@ PLUGINS = {
         @hookimpl
         def invad_backends():
             return [NumpyBackend()]
+    """,
+    "clash_a": """
+        from invad.backends.numpy import NumpyBackend
+        from invad.hookspecs import hookimpl
+
+        class Shared(NumpyBackend):
+            name = "shared"
+
+        @hookimpl
+        def invad_backends():
+            return [Shared()]
     """,
     "good_plugin": """
         from invad.backends.numpy import NumpyBackend
@@ -54,22 +68,33 @@ PLUGINS = {
             return [Missing()]
     """,
 }
+PLUGINS["clash_b"] = PLUGINS["clash_a"]  # a second distribution claiming "shared"
+
+
+def make_distribution(site: Path, plugin: str) -> None:
+    """A throwaway installed distribution: a plugin module, a dist-info naming its entry point."""
+    (site / f"{plugin}.py").write_text(textwrap.dedent(PLUGINS[plugin]))
+    info = site / f"{plugin}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {plugin}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[invad]\n{plugin} = {plugin}\n")
 
 
 @pytest.fixture
 def registry(tmp_path, monkeypatch):
-    """A fresh registry that discovers the throwaway plugins named in the test's parameters."""
-    for name, source in PLUGINS.items():
-        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    for name in PLUGINS:
-        sys.modules.pop(name, None)
+    """A fresh registry that discovers the throwaway distributions a test names, and no others."""
 
     def make(*names: str) -> Registry:
-        eps = importlib.metadata.EntryPoints(
-            importlib.metadata.EntryPoint(name=n, value=n, group="invad") for n in names
-        )
-        monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: eps)
+        site = tmp_path / "site"
+        site.mkdir()
+        for name in names:
+            make_distribution(site, name)
+        monkeypatch.syspath_prepend(str(site))
+        for name in PLUGINS:
+            sys.modules.pop(name, None)
+        found = importlib.metadata.entry_points(group="invad")
+        ours = importlib.metadata.EntryPoints(ep for ep in found if ep.name in names)
+        monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: ours)
         return Registry()
 
     return make
@@ -105,12 +130,25 @@ def test_a_plugin_whose_hook_raises_is_reported_and_isolated(registry):
     assert infos["numpy"].available
 
 
-def test_a_name_clash_is_reported_not_resolved(registry):
-    reg = registry("clash_numpy")
-    info = infos_by_name(reg)["numpy"]
-    assert not info.available and "claimed by both plugin" in info.reason
+def test_a_name_clash_between_plugins_is_reported_not_resolved(registry):
+    reg = registry("clash_a", "clash_b")
+    info = infos_by_name(reg)["shared"]
+    assert not info.available
+    assert info.reason == (
+        "LookupError: backend name 'shared' is claimed by both plugin 'clash_a' and plugin "
+        "'clash_b'; uninstall one of them"
+    )
     with pytest.raises(BackendNotFoundError, match="claimed by both"):
-        reg.backend("numpy")
+        reg.backend("shared")
+    assert reg.backend("numpy").name == "numpy"
+
+
+def test_a_plugin_cannot_take_a_built_in_name(registry):
+    reg = registry("clash_numpy")
+    infos = infos_by_name(reg)
+    assert infos["numpy"].available and infos["numpy"].plugin == "invad.backends.numpy"
+    refused = infos["numpy (clash_numpy)"]
+    assert not refused.available and "belongs to invad's built-in plugin" in refused.reason
 
 
 def test_a_missing_framework_makes_the_backend_unavailable_with_its_reason(registry):
@@ -122,3 +160,25 @@ def test_a_missing_framework_makes_the_backend_unavailable_with_its_reason(regis
         reg.backend("missing")
     assert "available backends: numpy" in str(exc.value)
     assert isinstance(exc.value.__cause__, ModuleNotFoundError)
+
+
+def test_invad_backends_shows_broken_plugins_and_numpy_still_installs(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    for name in ("broken_import", "broken_hook", "clash_numpy"):
+        make_distribution(site, name)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+    }
+    script = "import invad, numpy; print(invad.install('numpy').inv(numpy.eye(2) * 2)[0, 0])"
+    ran = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert ran.returncode == 0 and ran.stdout.strip() == "0.5"
+    listing = subprocess.run(
+        [sys.executable, "-m", "invad", "backends"], env=env, capture_output=True, text=True
+    )
+    assert listing.returncode == 0
+    rows = {line.split()[0]: line for line in listing.stdout.splitlines()[2:]}
+    assert "no: ImportError: this plugin cannot import" in rows["broken_import"]
+    assert "no: RuntimeError: this hook raised" in rows["broken_hook"]
+    assert "belongs to invad's built-in plugin" in listing.stdout

@@ -71,7 +71,10 @@ class Registry:
                 __version__,
                 lambda m=module: importlib.import_module(m),
             )
-        for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT):
+        # Sorted, so that which plugin is named first in a clash does not depend on sys.path order.
+        for ep in sorted(
+            importlib.metadata.entry_points(group=hookspecs.PROJECT), key=lambda e: e.name
+        ):
             version = ep.dist.version if ep.dist is not None else None
             plugin = ep.dist.name if ep.dist is not None else ep.value
             self._register(ep.name, plugin, version, ep.load)
@@ -93,9 +96,22 @@ class Registry:
             self._add(_Entry(backend.name, plugin, version, backend=backend))
 
     def _add(self, entry: _Entry) -> None:
+        """Record a backend; a second claim on its name is reported, never resolved silently.
+
+        A built-in backend keeps its name and the plugin that claimed it is
+        listed as failed; two third-party plugins claiming one name both lose it.
+        """
         other = self.entries.get(entry.name)
         if other is None:
             self.entries[entry.name] = entry
+            return
+        if other.plugin in BUILTIN_PLUGINS:
+            refused = LookupError(
+                f"backend name {entry.name!r} belongs to invad's built-in plugin {other.plugin!r}; "
+                f"plugin {entry.plugin!r} cannot claim it"
+            )
+            key = f"{entry.name} ({entry.plugin})"
+            self.entries[key] = _Entry(key, entry.plugin, entry.plugin_version, error=refused)
             return
         clash = LookupError(
             f"backend name {entry.name!r} is claimed by both plugin {other.plugin!r} and plugin "
