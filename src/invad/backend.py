@@ -120,6 +120,25 @@ class Backend:
         """
         return None
 
+    def native_jvp(
+        self, fn: Callable[..., Any], primals: tuple[Any, ...], tangents: tuple[Any, ...]
+    ) -> Any:
+        """The output tangent of ``fn`` through the framework's own forward mode.
+
+        Only the conformance kit calls it, to check the installed native ops
+        against the rules (``ops.jvp``). ``None``, the default, skips that check.
+        """
+        return None
+
+    def native_vjp(self, fn: Callable[..., Any], primals: tuple[Any, ...], cotangent: Any) -> Any:
+        """The input cotangents of ``fn`` through the framework's own reverse mode.
+
+        In the adjoint convention ``Re tr(X^H Y)`` (conjugate a linear
+        transpose such as JAX's). Only the conformance kit calls it; ``None``,
+        the default, skips that check.
+        """
+        return None
+
     def to_numpy(self, x: Any) -> Any:
         """A NumPy copy of ``x`` on the host (used by the conformance checks)."""
         import numpy as np

@@ -206,6 +206,37 @@ def check_vjp(
     )
 
 
+def check_native(
+    h: Harness, op: str, shape: C.Shape, dtype: str, rng: np.random.Generator
+) -> Iterator[CheckResult]:
+    """The framework's own JVP and VJP of the installed op equal the rules' ``ops.jvp/vjp``."""
+    if not h.backend.native_ad:
+        return
+    primals = C.primals(op, shape, dtype, rng)
+    tangents = tuple(C.random_array(rng, x.shape, dtype) for x in primals)
+    put_primals = tuple(h.put(x) for x in primals)
+    put_tangents = tuple(h.put(t) for t in tangents)
+    installed = getattr(h.ops, op)
+
+    def value(*xs: Any) -> Any:
+        return _value(op, installed(*xs, **shape.params))
+
+    out, rule_jvp = h.ops.jvp(op, put_primals, put_tangents, **shape.params)
+    ybar = C.random_array(rng, h.get(_value(op, out)).shape, dtype)
+    ct = (h.put(ybar), None) if RULES[op].returns_info else h.put(ybar)
+    _, rule_vjp = h.ops.vjp(op, put_primals, ct, **shape.params)
+    native_jvp = h.backend.native_jvp(value, put_primals, put_tangents)
+    native_vjp = h.backend.native_vjp(value, put_primals, h.put(ybar))
+    case = f"{shape.id} {dtype}"
+    tol = 1000 * EPS[dtype]
+    if native_jvp is not None:
+        error = _relative(h.get(native_jvp), h.get(_value(op, rule_jvp)))
+        yield CheckResult(op, "native-ad", f"{case} jvp", error, tol)
+    if native_vjp is not None:
+        error = max(_relative(h.get(n), h.get(r)) for n, r in zip(native_vjp, rule_vjp))
+        yield CheckResult(op, "native-ad", f"{case} vjp", error, tol)
+
+
 def check_oracle(
     h: Harness, case_id: str, r: Replay, rtol: float, atol: float
 ) -> Iterator[CheckResult]:
@@ -322,7 +353,7 @@ def check_errors(h: Harness, op: str) -> Iterator[CheckResult]:
 
 # -- everything ----------------------------------------------------------------------
 
-CHECKS = ("forward", "jvp-fd", "vjp-adjoint", "oracle-jvp", "oracle-vjp", "errors")
+CHECKS = ("forward", "jvp-fd", "vjp-adjoint", "native-ad", "oracle-jvp", "oracle-vjp", "errors")
 
 
 def run_all(backend: str | None = None, device: Any = None, seed: int = 0) -> list[CheckResult]:
@@ -340,6 +371,8 @@ def run_all(backend: str | None = None, device: Any = None, seed: int = 0) -> li
                     ("vjp-adjoint", check_vjp),
                 ):
                     rows += _guarded(op, name, case, check, h, op, shape, dtype, rng)
+                if dtype in ("float64", "complex128"):
+                    rows += _guarded(op, "native-ad", case, check_native, h, op, shape, dtype, rng)
         rows += _guarded(op, "errors", "all", check_errors, h, op)
     for oracle in load_cases():
         for r in replays(oracle):

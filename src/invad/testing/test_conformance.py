@@ -45,6 +45,19 @@ def test_vjp_is_adjoint_of_jvp(invad_harness, op, shape, dtype):
     assert result.passed, result
 
 
+@pytest.mark.parametrize(
+    ("op", "shape", "dtype"),
+    [c for c in CASES if c.values[2].endswith("128") or c.values[2] == "float64"],
+)
+def test_native_ad_agrees_with_the_rules(invad_harness, op, shape, dtype):
+    if not invad_harness.backend.native_ad:
+        pytest.skip(f"backend {invad_harness.backend.name!r} has no AD engine")
+    results = list(checks.check_native(invad_harness, op, shape, dtype, rng_for(op, shape, dtype)))
+    if not results:
+        pytest.skip(f"backend {invad_harness.backend.name!r} offers no native_jvp/native_vjp")
+    assert all(r.passed for r in results), results
+
+
 ORACLE = [
     pytest.param(case, replay, id=f"{case.case_id}-{replay.op}")
     for case in load_cases()
