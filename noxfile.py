@@ -19,24 +19,27 @@ nox.options.sessions = [
     "tests-torch",
     "tests-jax",
     "tests-cupy",
+    "docs",
 ]
 
 TORCH_PIN = ("-c", "constraints/torch.txt")
 
 
-def pytest(session: nox.Session, backend: str, *paths: str) -> None:
+def pytest(
+    session: nox.Session, backend: str, *paths: str, env: dict[str, str] | None = None
+) -> None:
     """The project's tests in ``paths``, with ``backend`` as the backend under test."""
     session.run(
         "pytest",
         *(paths or ("tests",)),
         *session.posargs,
-        env={"INVAD_TEST_BACKENDS": backend},
+        env={"INVAD_TEST_BACKENDS": backend, **(env or {})},
     )
 
 
-def conformance(session: nox.Session, backend: str) -> None:
+def conformance(session: nox.Session, backend: str, env: dict[str, str] | None = None) -> None:
     """The one command a plugin author runs: invad's conformance kit on ``backend``."""
-    session.run("pytest", "--pyargs", "invad.testing", "--invad-backend", backend, "-q")
+    session.run("pytest", "--pyargs", "invad.testing", "--invad-backend", backend, "-q", env=env)
 
 
 @nox.session(name="tests-numpy")
@@ -70,14 +73,26 @@ def tests_autograd_plugin(session: nox.Session) -> None:
 
 @nox.session(name="tests-torch")
 def tests_torch(session: nox.Session) -> None:
+    """The torch backend (CPU build pinned), its device contract with `meta`, then the kit."""
     session.install(*TORCH_PIN, ".[test,torch]")
-    pytest(session, "torch", "tests/test_conformance.py", "tests/test_torch.py")
+    pytest(session, "torch", "tests/test_torch.py", "tests/test_devices.py")
+    conformance(session, "torch")
 
 
 @nox.session(name="tests-jax")
 def tests_jax(session: nox.Session) -> None:
+    """The JAX backend, its device contract on two forced host devices, then the kit.
+
+    JAX_ENABLE_X64=1: the float64 and complex128 cases need 64-bit JAX, which invad
+    never switches on by itself. XLA_FLAGS must be set before jax is imported, so the
+    device contract runs in a pytest process of its own.
+    """
     session.install(".[test,jax]")
-    pytest(session, "jax", "tests/test_conformance.py", "tests/test_jax.py")
+    x64 = {"JAX_ENABLE_X64": "1"}
+    pytest(session, "jax", "tests/test_jax.py", env=x64)
+    two_devices = {**x64, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    pytest(session, "jax", "tests/test_devices.py", env=two_devices)
+    conformance(session, "jax", env=x64)
 
 
 def cuda_gpu_visible() -> bool:
@@ -107,9 +122,8 @@ def tests_cupy(session: nox.Session) -> None:
             "no CUDA GPU visible (nvidia-smi found no device): the CuPy backend's tests need one"
         )
     session.install(".[test,cupy]")  # cupy-cuda12x
-    pytest(
-        session, "cupy", "tests/test_conformance.py", "tests/test_devices.py", "tests/test_cupy.py"
-    )
+    pytest(session, "cupy", "tests/test_cupy.py", "tests/test_devices.py")
+    conformance(session, "cupy")
 
 
 @nox.session
@@ -123,3 +137,13 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     session.install("mypy==2.4.1", ".")
     session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, warnings as errors (op pages generated from the rule contracts).
+
+    docs/benchmarks.md and its plot are the committed output of benchmarks/run_all.py.
+    """
+    session.install(".[docs]")
+    session.run("mkdocs", "build", "--strict", "--site-dir", f"{session.create_tmp()}/site")

@@ -28,8 +28,14 @@ ARGS = {
 }
 
 
+# Devices a backend does not list as compute devices but that keep the contract all the
+# same: torch's `meta` tensors carry shapes, dtypes and a device and no data, so placement
+# and the mixed-device error are testable with them on a CPU-only machine.
+EXTRA_DEVICES = {"torch": ["meta"]}
+
+
 def device_names(name: str) -> list[str]:
-    return list(invad.install(name).backend.devices())
+    return list(invad.install(name).backend.devices()) + EXTRA_DEVICES.get(name, [])
 
 
 def placements() -> list:

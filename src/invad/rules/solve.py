@@ -104,7 +104,7 @@ def _check_solve(xp: Any, op: str, a: Array, b: Array, *, left: bool = True) -> 
 
 def _solve_primal(la: Linalg, a: Array, b: Array, *, left: bool = True) -> Primal:
     xp = la.xp
-    dtype = xp.result_type(a.dtype, b.dtype)
+    dtype = a.dtype if a.dtype == b.dtype else xp.result_type(a.dtype, b.dtype)
     a_ = a if a.dtype == dtype else xp.astype(a, dtype)
     vector = b.ndim == 1
     rhs = _as_matrix_rhs(b, vector, left)

@@ -1,0 +1,682 @@
+"""The JAX backend: custom_jvp ops under every JAX transform, against jnp.linalg and the oracles.
+
+Runs where jax imports (``nox -s tests-jax``); skipped elsewhere. Enables
+float64 (``jax_enable_x64``) at import, as the float64/complex128 references
+need; the nox session also sets ``JAX_ENABLE_X64=1`` for the conformance kit
+(``pytest --pyargs invad.testing --invad-backend jax``), which never switches
+it on by itself. The two-device tests run ``tests/jax_devices.py`` in a
+subprocess, because ``XLA_FLAGS`` must be set before jax is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import zlib
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+from jax.test_util import check_grads  # noqa: E402
+
+import invad  # noqa: E402
+from invad.rules import RULES  # noqa: E402
+from invad.testing import cases as C  # noqa: E402
+from invad.testing.oracle import load_cases, replays  # noqa: E402
+
+HERE = Path(__file__).parent
+DTYPES = ("float64", "complex128")
+
+
+@pytest.fixture(scope="module")
+def ops() -> invad.Ops:
+    return invad.install("jax")
+
+
+@pytest.fixture(autouse=True)
+def _drop_compiled_programs():
+    """Each test compiles programs of its own shapes; keeping them all costs gigabytes."""
+    yield
+    jax.clear_caches()
+
+
+def rng_for(*key: object) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def inputs(op: str, shape: C.Shape, dtype: str) -> tuple[jax.Array, ...]:
+    return tuple(jnp.asarray(x) for x in C.primals(op, shape, dtype, rng_for(op, shape.id, dtype)))
+
+
+def value_fn(ops: invad.Ops, op: str, params: dict) -> callable:
+    """The op as a function of its inputs only, returning the differentiable value."""
+    fn = getattr(ops, op)
+    if RULES[op].returns_info:
+        return lambda *xs: fn(*xs, **params)[0]
+    return lambda *xs: fn(*xs, **params)
+
+
+def reference_fn(op: str, params: dict) -> callable:
+    """The same op written with jnp.linalg."""
+    base = op.removesuffix("_ex")
+    if base == "inv":
+        return jnp.linalg.inv
+    if base == "tensorinv":
+        return lambda a: jnp.linalg.tensorinv(a, ind=params.get("ind", 2))
+    if base == "tensorsolve":
+        return lambda a, b: jnp.linalg.tensorsolve(a, b, axes=params.get("axes"))
+    if params.get("left", True):
+        return jnp.linalg.solve
+
+    def right(a, b):
+        if b.ndim == 1:
+            return jnp.linalg.solve(jnp.matrix_transpose(a), b)
+        return jnp.matrix_transpose(
+            jnp.linalg.solve(jnp.matrix_transpose(a), jnp.matrix_transpose(b))
+        )
+
+    return right
+
+
+def all_cases(dtypes=DTYPES, empty=True):
+    return [
+        pytest.param(op, shape, dtype, id=f"{op}-{shape.id}-{dtype}")
+        for op in RULES
+        for shape in C.SHAPES[op]
+        for dtype in dtypes
+        if empty or "empty" not in shape.family
+    ]
+
+
+def assert_close(got, ref, rtol=1e-10, atol=1e-10):
+    got, ref = np.asarray(got), np.asarray(ref)
+    assert got.shape == ref.shape and got.dtype == ref.dtype, (
+        got.shape,
+        got.dtype,
+        ref.shape,
+        ref.dtype,
+    )
+    np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol)
+
+
+def tree_close(got, ref, **kw):
+    for g, r in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(ref), strict=True):
+        assert_close(g, r, **kw)
+
+
+def random_like(x, rng):
+    return jnp.asarray(C.random_array(rng, x.shape, str(x.dtype)))
+
+
+def real_loss(f, weights):
+    """A real scalar of the op's value: Re sum(conj(w) * f(x))."""
+    return lambda *xs: jnp.sum(jnp.real(jnp.conj(weights) * f(*xs)))
+
+
+# -- the plugin ------------------------------------------------------------------------
+
+
+def test_jax_is_a_builtin_native_backend(ops):
+    info = {b.name: b for b in invad.backends()}["jax"]
+    assert info.available and info.native_ad and info.plugin == "invad.backends.jax"
+    assert info.version == jax.__version__
+    assert info.devices == tuple(f"{d.platform}:{d.id}" for d in jax.devices())
+    assert ops.name == "jax" and ops.xp is jnp and ops.device == jax.devices()[0]
+    assert invad.install("jax") is ops
+    assert invad.install("jax", device=jax.devices()[0]) is ops
+    assert invad.install("jax", device="cpu:0") is ops
+    assert not ops.backend.raises_on_singular
+
+
+def test_unknown_device_is_rejected():
+    with pytest.raises(ValueError, match="no device 'cpu:99'"):
+        invad.install("jax", device="cpu:99")
+    with pytest.raises(ValueError, match="no device 'tpu'"):
+        invad.install("jax", device="tpu")
+
+
+def test_top_level_ops_dispatch_to_jax_also_under_jit():
+    a = jnp.array([[2.0, 1.0], [1.0, 3.0]])
+    b = jnp.array([1.0, 2.0])
+    assert_close(invad.solve(a, b), jnp.linalg.solve(a, b))
+    assert_close(jax.jit(invad.inv)(a), jnp.linalg.inv(a))
+    assert_close(
+        jax.grad(lambda a: invad.inv(a).sum())(a), jax.grad(lambda a: jnp.linalg.inv(a).sum())(a)
+    )
+
+
+def test_invad_does_not_need_jax():
+    """With jax unimportable: invad works, lists jax as unavailable, and install says why."""
+    code = textwrap.dedent(
+        """
+        import importlib.abc, sys
+
+        class NoJax(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.partition(".")[0] in ("jax", "jaxlib"):
+                    raise ModuleNotFoundError(f"No module named {name!r}")
+
+        sys.meta_path.insert(0, NoJax())
+        import numpy as np, invad
+        from invad.registry import REGISTRY
+        REGISTRY.discover()
+        assert not REGISTRY.entries["jax"].backend.owns(np.ones(2))
+        info = {b.name: b for b in invad.backends()}["jax"]
+        assert not info.available and "No module named 'jax'" in info.reason, info
+        try:
+            invad.install("jax")
+        except invad.BackendNotFoundError as exc:
+            assert "jax" in str(exc) and isinstance(exc.__cause__, ImportError)
+        else:
+            raise AssertionError("install('jax') worked without jax")
+        np.testing.assert_allclose(invad.inv(np.eye(2)), np.eye(2))
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_owns_does_not_import_jax():
+    code = textwrap.dedent(
+        """
+        import sys, numpy as np, invad
+        from invad.registry import REGISTRY
+        REGISTRY.discover()
+        assert not REGISTRY.entries["jax"].backend.owns(np.ones(2))
+        assert invad.inv(np.eye(2)).shape == (2, 2)
+        assert "jax" not in sys.modules, "invad imported jax"
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- acceptance: check_grads at second order, forward and reverse -----------------------
+
+
+GRAD_FAMILIES = {
+    "inv": ("single", "batched"),
+    "solve": ("single", "vector", "broadcast", "right", "right-vector"),
+    "tensorinv": ("matrix", "3d"),
+    "tensorsolve": ("matrix", "axes"),
+    "inv_ex": ("batched",),
+    "solve_ex": ("right",),
+}
+
+
+def grad_cases():
+    """Every op, in float64 and complex128, on the shapes that exercise its distinct paths."""
+    return [p for p in all_cases(empty=False) if p.values[1].family in GRAD_FAMILIES[p.values[0]]]
+
+
+@pytest.mark.parametrize(("op", "shape", "dtype"), grad_cases())
+def test_check_grads_order_2(ops, op, shape, dtype):
+    check_grads(
+        value_fn(ops, op, shape.params), inputs(op, shape, dtype), order=2, modes=("fwd", "rev")
+    )
+
+
+def test_check_grads_order_3_of_solve_and_inv(ops):
+    a, b = inputs("solve", C.SHAPES["solve"][2], "complex128")
+    check_grads(ops.solve, (a, b), order=3, modes=("fwd", "rev"))
+    check_grads(ops.inv, (a[:2],), order=3, modes=("fwd", "rev"))
+
+
+# -- values and derivatives against jnp.linalg ---------------------------------------
+
+
+def eager_and_jit(cases):
+    """Each case under jit; the base ops' cases eagerly too (their twins share the rule)."""
+    out = []
+    for p in cases:
+        op = p.values[0]
+        for jit in (False, True) if op in ("inv", "solve") else (True,):
+            out.append(pytest.param(*p.values, jit, id=f"{p.id}-{'jit' if jit else 'eager'}"))
+    return out
+
+
+@pytest.mark.parametrize(("op", "shape", "dtype", "jit"), eager_and_jit(all_cases()))
+def test_values_and_derivatives_match_jnp_linalg(ops, op, shape, dtype, jit):
+    """Value, jax.jvp, jax.vjp (JAX's convention) and an HVP equal those of jnp.linalg."""
+    xs = inputs(op, shape, dtype)
+    rng = rng_for("derivatives", op, shape.id, dtype)
+    ts = tuple(random_like(x, rng) for x in xs)
+    ref = reference_fn(op, shape.params)
+    ct = random_like(ref(*xs), rng)
+    argnums = tuple(range(len(xs)))
+
+    def derivatives(fn, xs, ts, ct):
+        out, jv = jax.jvp(fn, xs, ts)
+        cts = jax.vjp(fn, *xs)[1](ct)
+        hvp = jax.jvp(jax.grad(real_loss(fn, ct), argnums), xs, ts)[1]
+        return out, jv, cts, hvp
+
+    f = value_fn(ops, op, shape.params)
+    ours = (jax.jit(partial(derivatives, f)) if jit else partial(derivatives, f))(xs, ts, ct)
+    theirs = derivatives(ref, xs, ts, ct)
+    for got, expected in zip(ours, theirs, strict=True):
+        tree_close(got, expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", ("float32", "complex64"))
+def test_single_precision_keeps_its_dtype(ops, dtype):
+    a, b = inputs("solve", C.SHAPES["solve"][2], dtype)
+    x = ops.solve(a, b)
+    assert x.dtype == dtype
+    np.testing.assert_allclose(x, jnp.linalg.solve(a, b), rtol=1e-4, atol=1e-4)
+    ga, gb = jax.grad(lambda a, b: jnp.sum(jnp.abs(ops.solve(a, b)) ** 2), (0, 1))(a, b)
+    assert ga.dtype == dtype and gb.dtype == dtype
+    assert ops.inv(a).dtype == dtype and ops.inv_ex(a)[1].dtype == jnp.int32
+
+
+def test_mixed_dtypes_promote_and_cotangents_keep_the_input_dtype(ops):
+    a, _ = inputs("solve", C.SHAPES["solve"][2], "float64")
+    _, b = inputs("solve", C.SHAPES["solve"][2], "complex128")
+    x = ops.solve(a, b)
+    assert x.dtype == jnp.complex128
+    assert_close(x, jnp.linalg.solve(a.astype(b.dtype), b))
+    ga, gb = jax.grad(lambda a, b: jnp.sum(jnp.abs(ops.solve(a, b)) ** 2), (0, 1))(a, b)
+    ra, rb = jax.grad(lambda a, b: jnp.sum(jnp.abs(jnp.linalg.solve(a, b)) ** 2), (0, 1))(a, b)
+    assert ga.dtype == jnp.float64 and gb.dtype == jnp.complex128
+    assert_close(ga, ra)
+    assert_close(gb, rb)
+
+
+# -- complex conventions --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("op", "shape", "dtype"), all_cases(dtypes=("complex128",), empty=False))
+def test_jax_vjp_is_the_conjugate_of_the_adjoint(ops, op, shape, dtype):
+    """jax_vjp(ct) = conj(adjoint_vjp(conj(ct))); ops.vjp is the adjoint (PyTorch's) one."""
+    xs = inputs(op, shape, dtype)
+    f = value_fn(ops, op, shape.params)
+    out, pullback = jax.vjp(f, *xs)
+    ct = random_like(out, rng_for("convention", op, shape.id))
+    jax_cts = pullback(ct)
+    conj_ct = jnp.conj(ct)
+    _, adjoint = ops.vjp(
+        op, xs, (conj_ct, None) if RULES[op].returns_info else conj_ct, **shape.params
+    )
+    for got, adj in zip(jax_cts, adjoint, strict=True):
+        assert_close(got, jnp.conj(adj))
+    # The adjoint convention is the one of <ct, J v> = <J* ct, v> under Re tr(X^H Y).
+    ts = tuple(random_like(x, rng_for("tangent", op, shape.id)) for x in xs)
+    _, jv = jax.jvp(f, xs, ts)
+    _, adjoint = ops.vjp(op, xs, (ct, None) if RULES[op].returns_info else ct, **shape.params)
+    lhs = jnp.real(jnp.vdot(ct, jv))
+    rhs = sum(jnp.real(jnp.vdot(g, t)) for g, t in zip(adjoint, ts))
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-10)
+
+
+def test_real_primals_get_real_cotangents_from_jax(ops):
+    a, b = inputs("solve", C.SHAPES["solve"][4], "float64")
+    _, pullback = jax.vjp(ops.solve, a, b)
+    ga, gb = pullback(jnp.ones(jnp.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + b.shape[-2:]))
+    assert ga.dtype == a.dtype and ga.shape == a.shape and gb.shape == b.shape
+
+
+# -- the oracles -------------------------------------------------------------------------
+
+ORACLE = [
+    pytest.param(case, replay, jit, id=f"{case.case_id}-{replay.op}-{'jit' if jit else 'eager'}")
+    for case in load_cases()
+    for replay in replays(case)
+    for jit in ((False, True) if replay.op == case.op else (True,))
+]
+
+
+@pytest.mark.parametrize(("case", "replay", "jit"), ORACLE)
+def test_oracle_replay_through_jax_transforms(ops, case, replay, jit):
+    """JVP by jax.jvp; VJP by jax.vjp put in the adjoint convention; HVP by jax.jvp of jax.grad."""
+    wrap = jax.jit if jit else (lambda f: f)
+    f = value_fn(ops, replay.op, replay.params)
+    xs = tuple(jnp.asarray(x) for x in replay.primals)
+    ts = tuple(jnp.asarray(t) for t in replay.tangents)
+    ct = jnp.asarray(replay.cotangent)
+    argnums = tuple(range(len(xs)))
+
+    def derivatives(xs, ts, ct):
+        _, jv = jax.jvp(f, xs, ts)
+        _, pullback = jax.vjp(f, *xs)
+        adjoint = tuple(jnp.conj(g) for g in pullback(jnp.conj(ct)))  # PyTorch's convention
+        if replay.hvp is None:
+            return jv, adjoint, None
+        grad = jax.grad(real_loss(f, ct), argnums)  # JAX's convention
+        return jv, adjoint, tuple(jnp.conj(h) for h in jax.jvp(grad, xs, ts)[1])
+
+    jv, adjoint, hvp = wrap(derivatives)(xs, ts, ct)
+    rtol, atol = case.first_order
+    np.testing.assert_allclose(jv, replay.jvp, rtol=rtol, atol=atol)
+    for got, ref in zip(adjoint, replay.vjp, strict=True):
+        np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol)
+    if replay.hvp is not None:
+        rtol, atol = case.second_order
+        for got, ref in zip(hvp, replay.hvp, strict=True):
+            np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol)
+
+
+# -- every transform and their nestings --------------------------------------------------
+
+
+TRANSFORMS = (
+    "jit",
+    "vmap",
+    "vmap-in-axes",
+    "grad",
+    "jvp",
+    "vjp",
+    "linearize",
+    "jacfwd",
+    "jacrev",
+    "hessian",
+    "grad-of-grad",
+    "jit-vmap-grad",
+    "vmap-hessian",
+    "jit-jacrev-jacfwd",
+)
+
+
+def transform(name: str, f: callable, holomorphic: bool) -> callable:
+    """``name`` applied to ``f(a, b)``, a function of ``(a, b)`` again.
+
+    For complex inputs the derivatives are taken with ``holomorphic=True``
+    (``inv`` and ``solve`` are holomorphic, and so is the loss then).
+    """
+    h = {"holomorphic": True} if holomorphic else {}
+
+    def loss(a, b):
+        out = jnp.sum(jnp.sin(f(a, b)))
+        return out if holomorphic else jnp.real(out)
+
+    def first(a, b):
+        return f(a, b)[..., 0, :]
+
+    return {
+        "jit": lambda: jax.jit(f),
+        "vmap": lambda: jax.vmap(f),
+        "vmap-in-axes": lambda: lambda a, b: jax.vmap(f, in_axes=(None, 0))(a[0], b),
+        "grad": lambda: jax.grad(loss, (0, 1), **h),
+        "jvp": lambda: lambda a, b: jax.jvp(f, (a, b), (jnp.cos(a), jnp.sin(b))),
+        "vjp": lambda: lambda a, b: jax.vjp(f, a, b)[1](jnp.cos(f(a, b))),
+        "linearize": lambda: lambda a, b: jax.linearize(f, a, b)[1](jnp.cos(a), b),
+        "jacfwd": lambda: jax.jacfwd(first, (0, 1), **h),
+        "jacrev": lambda: jax.jacrev(first, (0, 1), **h),
+        "hessian": lambda: lambda a, b: jax.hessian(loss, (0, 1), **h)(a[:2], b[:2]),
+        "grad-of-grad": lambda: jax.grad(
+            lambda a, b: jnp.sum(jax.grad(loss, **h)(a, b) ** 2), (0, 1), **h
+        ),
+        "jit-vmap-grad": lambda: jax.jit(jax.vmap(jax.grad(loss, (0, 1), **h))),
+        "vmap-hessian": lambda: lambda a, b: jax.vmap(jax.hessian(loss, **h))(a[:2], b[:2]),
+        "jit-jacrev-jacfwd": lambda: jax.jit(jax.jacrev(jax.jacfwd(loss, **h), (0, 1), **h)),
+    }[name]()
+
+
+@pytest.mark.parametrize("name", TRANSFORMS)
+@pytest.mark.parametrize(
+    ("op", "dtype"),
+    [(op, "float64") for op in ("inv", "solve", "solve-right")]
+    + [(op, "complex128") for op in ("inv_ex", "solve_ex")],
+)
+def test_transforms_match_jnp_linalg(ops, op, name, dtype):
+    rng = rng_for("transforms", op, name, dtype)
+    a = jnp.asarray(C.well_conditioned(rng, (3,), 3, dtype))
+    b = jnp.asarray(C.random_array(rng, (3, 3, 2), dtype))
+    if op.startswith("inv"):
+        ours = value_fn(ops, op, {})
+        f, ref = (lambda a, b: ours(a) @ b), (lambda a, b: jnp.linalg.inv(a) @ b)
+    elif op == "solve-right":
+        ours, right = (
+            value_fn(ops, "solve", {"left": False}),
+            reference_fn("solve", {"left": False}),
+        )
+        b = jnp.matrix_transpose(b)
+        f, ref = (lambda a, b: ours(a, b).mT), (lambda a, b: right(a, b).mT)
+    else:
+        f, ref = value_fn(ops, op, {}), jnp.linalg.solve
+    holomorphic = dtype.startswith("complex")
+    got = transform(name, f, holomorphic)(a, b)
+    tree_close(got, transform(name, ref, holomorphic)(a, b), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize(("op", "shape", "dtype"), all_cases(dtypes=("float64",)))
+def test_vmap_matches_a_loop(ops, op, shape, dtype):
+    """vmap over a new leading axis of every input equals a Python loop, values and gradients."""
+    rng = rng_for("vmap", op, shape.id)
+    stacks = list(zip(*(C.primals(op, shape, dtype, rng) for _ in range(3)), strict=True))
+    xs = tuple(jnp.asarray(np.stack(s)) for s in stacks)
+    f = value_fn(ops, op, shape.params)
+    loss = jax.grad(lambda *x: jnp.sum(jnp.sin(f(*x))), tuple(range(len(xs))))
+    got, got_grad = jax.vmap(f)(*xs), jax.jit(jax.vmap(loss))(*xs)
+    for i in range(3):
+        row = tuple(x[i] for x in xs)
+        assert_close(got[i], f(*row))
+        tree_close(tuple(g[i] for g in got_grad), loss(*row))
+
+
+@pytest.mark.parametrize("in_axes", [(0, None), (None, 0), (1, 2)])
+def test_vmap_in_axes_for_solve(ops, in_axes):
+    rng = rng_for("in_axes", in_axes)
+    a = jnp.asarray(C.well_conditioned(rng, (2,), 3, "float64"))
+    b = jnp.asarray(C.random_array(rng, (2, 3, 4), "float64"))
+    if in_axes == (0, None):
+        b = b[0]
+    elif in_axes == (None, 0):
+        a = a[0]
+    else:
+        a, b = jnp.moveaxis(a, 0, 1), jnp.moveaxis(b, 0, 2)
+    got = jax.vmap(ops.solve, in_axes=in_axes)(a, b)
+    assert_close(got, jax.vmap(jnp.linalg.solve, in_axes=in_axes)(a, b))
+    got_ex, info = jax.vmap(ops.solve_ex, in_axes=in_axes)(a, b)
+    assert_close(got_ex, got)
+    assert info.shape == (2,) and not info.any()
+
+
+# -- _ex ops and singular input ----------------------------------------------------------
+
+
+def singular_batch(dtype="float64"):
+    """Four 3x3 matrices: 1 is zero (info 1), 2 has a zero pivot at U[1, 1] (info 2)."""
+    a = C.well_conditioned(np.random.default_rng(3), (4,), 3, dtype)
+    a[1] = 0
+    a[2] = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 5.0], [0.0, 0.0, 1.0]])
+    return jnp.asarray(a)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_ex_ops_report_lapack_info_and_never_raise(ops, jit):
+    import scipy.linalg
+
+    wrap = jax.jit if jit else (lambda f: f)
+    a = singular_batch()
+    expected = [scipy.linalg.lapack.dgetrf(np.asarray(m))[2] for m in a]
+    assert expected == [0, 1, 2, 0]
+    inverse, info = wrap(ops.inv_ex)(a)
+    assert info.dtype == jnp.int32 and info.shape == (4,)
+    assert info.tolist() == expected
+    b = jnp.ones((4, 3, 2))
+    x, info = wrap(ops.solve_ex)(a, b)
+    assert info.tolist() == expected
+    for k in (0, 3):
+        assert_close(inverse[k], jnp.linalg.inv(a[k]))
+        assert_close(x[k], jnp.linalg.solve(a[k], b[k]))
+    assert not np.isfinite(np.asarray(inverse[1])).all() and not np.isfinite(np.asarray(x[1])).all()
+    _, info = wrap(lambda a: ops.solve_ex(a, jnp.ones(3), left=False))(a)
+    assert info.tolist() == expected
+
+
+def test_singular_inv_and_solve_keep_jax_non_finite_values(ops):
+    a = singular_batch()
+    for got in (ops.inv(a), jax.jit(ops.inv)(a), ops.solve(a, jnp.ones((4, 3, 1)))):
+        got = np.asarray(got)
+        assert np.isfinite(got[[0, 3]]).all()
+        assert not np.isfinite(got[1]).all() and not np.isfinite(got[2]).all()
+    assert not np.isfinite(np.asarray(jnp.linalg.inv(a[1]))).all()  # JAX's own behaviour
+    assert ops.tensorinv(jnp.zeros((2, 2)), ind=1).shape == (2, 2)
+
+
+def test_info_has_no_tangent_and_does_not_block_differentiation(ops):
+    a, b = inputs("solve", C.SHAPES["solve"][2], "float64")
+    (_, info), (dx, dinfo) = jax.jvp(ops.solve_ex, (a, b), (jnp.ones_like(a), jnp.ones_like(b)))
+    assert dinfo.dtype == jax.dtypes.float0 and dinfo.shape == info.shape
+    assert_close(dx, jax.jvp(jnp.linalg.solve, (a, b), (jnp.ones_like(a), jnp.ones_like(b)))[1])
+    (_, info), pullback = jax.vjp(ops.inv_ex, a)
+    (ga,) = pullback((jnp.ones_like(a), np.zeros(info.shape, jax.dtypes.float0)))
+    assert_close(ga, jax.grad(lambda a: jnp.linalg.inv(a).sum())(a))
+    ga = jax.grad(lambda a: jnp.sum(ops.inv_ex(a)[0]) + jnp.sum(ops.inv_ex(a)[1]))(a)
+    assert_close(ga, jax.grad(lambda a: jnp.linalg.inv(a).sum())(a))
+    jac = jax.jacrev(lambda a: ops.inv_ex(a)[0])(a[0])
+    assert_close(jac, jax.jacrev(jnp.linalg.inv)(a[0]))
+
+
+def test_gradient_at_a_nonsingular_element_is_finite_next_to_a_singular_one(ops):
+    a = singular_batch()
+    g = jax.grad(lambda a: jnp.sum(ops.inv_ex(a)[0][0]))(a)
+    assert_close(g[0], jax.grad(lambda m: jnp.sum(jnp.linalg.inv(m)))(a[0]))
+
+
+# -- errors, parameters, shapes -------------------------------------------------------
+
+
+def test_input_checks_still_run_under_jit_and_vmap(ops):
+    with pytest.raises(TypeError, match=r"invad\.inv: `a` has dtype int"):
+        jax.jit(ops.inv)(jnp.ones((3, 3), dtype=jnp.int32))
+    with pytest.raises(ValueError, match=r"invad\.solve_ex: .*does not fit"):
+        jax.jit(ops.solve_ex)(jnp.eye(3), jnp.ones((4, 2)))
+    with pytest.raises(ValueError, match=r"invad\.inv: .*square"):
+        jax.vmap(ops.inv)(jnp.ones((2, 3, 4)))
+    with pytest.raises(ValueError, match=r"invad\.tensorinv: .*ind"):
+        jax.jit(lambda a: ops.tensorinv(a, ind=0))(jnp.eye(4))
+    with pytest.raises(TypeError, match=r"invad\.solve: `left` must be True or False"):
+        ops.solve(jnp.eye(2), jnp.ones(2), left=1)
+
+
+def test_parameters_by_keyword_and_axes_as_a_list(ops):
+    a, b = inputs("tensorsolve", C.SHAPES["tensorsolve"][2], "float64")  # axes=(0,)
+    x = ops.tensorsolve(a, b, axes=[0])
+    assert_close(x, jnp.linalg.tensorsolve(a, b, axes=(0,)))
+    assert_close(ops.tensorsolve(a=a, b=b, axes=(0,)), x)
+    assert_close(jax.jit(lambda a, b: ops.tensorsolve(a, b, axes=[0]))(a, b), x)
+    a, b = inputs("solve", C.SHAPES["solve"][5], "float64")  # left=False
+    assert_close(ops.solve(a, b=b, left=False), ops.solve_ex(a, b, left=False)[0])
+
+
+def test_host_arrays_are_accepted(ops):
+    a = np.array([[2.0, 1.0], [1.0, 3.0]])
+    x = ops.solve(a, np.array([1.0, 2.0]))
+    assert isinstance(x, jax.Array)
+    assert_close(x, jnp.linalg.solve(a, jnp.array([1.0, 2.0])))
+
+
+def test_empty_shapes_under_jit_and_grad(ops):
+    for a, b in [
+        (jnp.ones((0, 3, 3)), jnp.ones((0, 3, 2))),
+        (jnp.ones((2, 0, 0)), jnp.ones((2, 0, 1))),
+    ]:
+        x, info = jax.jit(ops.solve_ex)(a, b)
+        assert x.shape == b.shape and info.shape == a.shape[:-2] and info.dtype == jnp.int32
+        ga, gb = jax.grad(lambda a, b: jnp.sum(ops.solve(a, b)), (0, 1))(a, b)
+        assert ga.shape == a.shape and gb.shape == b.shape
+        assert jax.jit(jax.grad(lambda a: jnp.sum(ops.inv(a))))(a).shape == a.shape
+
+
+# -- performance structure: one factorization, reused by reverse mode --------------------
+
+
+def _count(jaxpr, name: str) -> int:
+    count = 0
+    for eqn in jaxpr.eqns:
+        count += eqn.primitive.name == name
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    count += _count(inner, name)
+    return count
+
+
+@pytest.mark.parametrize("op", ["inv", "solve", "solve_ex", "tensorsolve"])
+def test_reverse_mode_reuses_the_one_factorization(ops, op):
+    shape = {
+        "inv": C.SHAPES["inv"][1],
+        "solve": C.SHAPES["solve"][2],
+        "solve_ex": C.SHAPES["solve"][5],
+    }.get(op, C.SHAPES["tensorsolve"][1])
+    xs = inputs(op, shape, "float64")
+    f = value_fn(ops, op, shape.params)
+    grad = jax.grad(lambda *x: jnp.sum(jnp.sin(f(*x))), tuple(range(len(xs))))
+    assert _count(jax.make_jaxpr(grad)(*xs).jaxpr, "lu") == 1
+    # And no scatter: the transposed solve is a solve, not a transposed row gather.
+    assert _count(jax.make_jaxpr(grad)(*xs).jaxpr, "scatter-add") == 0
+
+
+def test_ops_are_compiled_once_per_parameter_combination(ops):
+    a, b = inputs("solve", C.SHAPES["solve"][5], "float64")
+    first = ops.solve(a, b, left=False)
+    with jax.log_compiles(True):
+        import logging
+
+        records = []
+
+        class Catch(logging.Handler):
+            def emit(self, record):
+                records.append(record.getMessage())
+
+        logger = logging.getLogger("jax")
+        handler = Catch()
+        logger.addHandler(handler)
+        try:
+            for _ in range(3):
+                assert_close(ops.solve(a, b, left=False), first)
+        finally:
+            logger.removeHandler(handler)
+    assert not [r for r in records if "Compiling" in r], records
+
+
+# -- devices --------------------------------------------------------------------------
+
+
+def test_device_of_is_none_for_tracers_so_mixed_tracers_and_arrays_work(ops):
+    a, b = inputs("solve", C.SHAPES["solve"][2], "float64")
+    assert ops.backend.device_of(a) == jax.devices()[0]
+    seen = []
+
+    def f(a):
+        seen.append(ops.backend.device_of(a))
+        return ops.solve(a, b)  # a tracer and a concrete array
+
+    assert_close(jax.jit(f)(a), jnp.linalg.solve(a, b))
+    assert seen == [None]
+
+
+def test_outputs_stay_on_the_input_device(ops):
+    device = jax.devices()[0]
+    a, b = (jax.device_put(x, device) for x in inputs("solve", C.SHAPES["solve"][2], "float64"))
+    for out in (ops.solve(a, b), *ops.inv_ex(a), jax.grad(lambda a: ops.inv(a).sum())(a)):
+        assert out.devices() == {device}
+
+
+def test_two_host_devices():
+    """Placement and the mixed-device error, with XLA forced to expose two CPU devices."""
+    env = {
+        **os.environ,
+        "XLA_FLAGS": (
+            os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+        ).strip(),
+        "JAX_ENABLE_X64": "1",
+        "JAX_PLATFORMS": "cpu",
+    }
+    run = subprocess.run(
+        [sys.executable, str(HERE / "jax_devices.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "two-device checks passed" in run.stdout

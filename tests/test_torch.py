@@ -1,0 +1,619 @@
+"""The PyTorch backend: autograd.Functions built from the rules, under every torch AD mechanism.
+
+The conformance kit (`pytest --pyargs invad.testing --invad-backend torch`)
+checks the rules through ``ops.jvp``/``ops.vjp``; this file checks what only
+torch has: ``gradcheck``/``gradgradcheck`` (forward mode included), agreement
+with ``torch.linalg``'s values and gradients, the oracle's second order
+through double backward, ``torch.func`` transforms and ``vmap``, LU reuse,
+devices, and errors.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import zlib
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch.autograd import gradcheck, gradgradcheck  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+
+import invad  # noqa: E402
+from invad.testing import cases as C  # noqa: E402
+from invad.testing.oracle import load_cases, replays  # noqa: E402
+
+DTYPES = ("float64", "complex128")
+
+
+@pytest.fixture(scope="module")
+def ops():
+    return invad.install("torch")
+
+
+def rng_for(*key: object) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def well_conditioned(rng, batch, n, dtype):
+    return torch.from_numpy(C.well_conditioned(rng, batch, n, dtype))
+
+
+def random(rng, shape, dtype):
+    return torch.from_numpy(C.random_array(rng, shape, dtype))
+
+
+# -- the cases: an op, its inputs, its parameters, and torch's own version of it -------------------
+
+
+def _native_tensorsolve(a, b, axes=None):
+    if axes:
+        a = torch.movedim(a, axes, tuple(range(a.ndim - len(axes), a.ndim)))
+    return torch.linalg.tensorsolve(a, b)
+
+
+def _native_solve(a, b, left=True):
+    if b.ndim == 1 and not left:  # torch has no vector b for x a = b: one row
+        return torch.linalg.solve(a, b[None, :], left=False)[..., 0, :]
+    return torch.linalg.solve(a, b, left=left)
+
+
+NATIVE = {
+    "inv": torch.linalg.inv,
+    "inv_ex": lambda a: torch.linalg.inv_ex(a)[0],
+    "solve": _native_solve,
+    "solve_ex": _native_solve,
+    "tensorinv": torch.linalg.tensorinv,
+    "tensorsolve": _native_tensorsolve,
+}
+
+#: (op, id, input shapes, params). b of ndim > 1 is (..., n, k) or (..., k, n): torch agrees.
+CASES = [
+    ("inv", "single", [(3, 3)], {}),
+    ("inv", "batched", [(2, 3, 3)], {}),
+    ("inv_ex", "batched", [(2, 3, 3)], {}),
+    ("solve", "single", [(3, 3), (3, 2)], {}),
+    ("solve", "vector", [(3, 3), (3,)], {}),
+    ("solve", "batched", [(2, 3, 3), (2, 3, 2)], {}),
+    ("solve", "batched-a-vector-b", [(2, 3, 3), (3,)], {}),
+    ("solve", "broadcast", [(2, 1, 3, 3), (4, 3, 2)], {}),
+    ("solve", "right", [(3, 3), (2, 3)], {"left": False}),
+    ("solve", "right-batched", [(2, 3, 3), (2, 2, 3)], {"left": False}),
+    ("solve", "right-vector", [(3, 3), (3,)], {"left": False}),
+    ("solve", "right-broadcast", [(3, 3), (2, 4, 3)], {"left": False}),
+    ("solve_ex", "batched", [(2, 3, 3), (2, 3, 2)], {}),
+    ("solve_ex", "right", [(2, 3, 3), (2, 1, 3)], {"left": False}),
+    ("tensorinv", "matrix", [(4, 4)], {"ind": 1}),
+    ("tensorinv", "3d", [(2, 3, 6)], {"ind": 2}),
+    ("tensorsolve", "3d", [(2, 3, 6), (2, 3)], {}),
+    ("tensorsolve", "axes", [(6, 2, 3), (2, 3)], {"axes": (0,)}),
+]
+
+
+def case_inputs(op, shapes, params, dtype, requires_grad=True):
+    """Well-conditioned inputs for a case, as torch tensors."""
+    rng = rng_for(op, shapes, params, dtype)
+    shape = C.Shape("t", tuple(shapes), params)
+    base = "solve" if op.startswith("solve") else "inv" if op.startswith("inv") else op
+    xs = [torch.from_numpy(x) for x in C.primals(base, shape, dtype, rng)]
+    return [x.requires_grad_(requires_grad) for x in xs]
+
+
+def value_fn(ops, op, params):
+    """The op as a function of its inputs returning its differentiable value."""
+    fn = getattr(ops, op)
+    if op.endswith("_ex"):
+        return lambda *xs: fn(*xs, **params)[0]
+    return lambda *xs: fn(*xs, **params)
+
+
+def params_of(case):
+    return case[3]
+
+
+@pytest.fixture(params=CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+def case(request):
+    return request.param
+
+
+# -- gradcheck and gradgradcheck, forward mode included --------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gradcheck_with_forward_mode(ops, case, dtype):
+    op, _, shapes, params = case
+    xs = case_inputs(op, shapes, params, dtype)
+    assert gradcheck(
+        value_fn(ops, op, params),
+        tuple(xs),
+        check_forward_ad=True,
+        check_backward_ad=True,
+        check_batched_grad=True,
+        check_batched_forward_grad=True,
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gradgradcheck_with_forward_over_reverse(ops, case, dtype):
+    op, _, shapes, params = case
+    xs = case_inputs(op, shapes, params, dtype)
+    assert gradgradcheck(
+        value_fn(ops, op, params), tuple(xs), check_fwd_over_rev=True, check_batched_grad=True
+    )
+
+
+# -- values and gradients against torch.linalg -----------------------------------------------------
+
+
+def rel_err(got, ref):
+    scale = max(ref.abs().max().item() if ref.numel() else 0.0, 1.0)
+    return (got - ref).abs().max().item() / scale if ref.numel() else 0.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_values_and_gradients_match_torch_linalg(ops, case, dtype):
+    op, _, shapes, params = case
+    xs = case_inputs(op, shapes, params, dtype)
+    mine = value_fn(ops, op, params)(*xs)
+    theirs = NATIVE[op](*xs, **params)
+    assert mine.dtype == theirs.dtype and mine.shape == theirs.shape
+    assert rel_err(mine, theirs) < 1e-12
+    # A real loss of the result, its gradient in PyTorch's convention for both.
+    w = random(rng_for("w", op, dtype), tuple(mine.shape), dtype)
+    g_mine = torch.autograd.grad((w * mine).real.sum() + mine.abs().pow(2).sum(), xs)
+    g_theirs = torch.autograd.grad((w * theirs).real.sum() + theirs.abs().pow(2).sum(), xs)
+    for gm, gt, x in zip(g_mine, g_theirs, xs):
+        assert gm.dtype == x.dtype  # real inputs get real gradients
+        assert rel_err(gm, gt) < 1e-10
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_second_order_matches_torch_linalg(ops, dtype):
+    """Hessian-vector products through double backward, against torch.linalg's."""
+    for op, shapes, params in (
+        ("inv", [(2, 3, 3)], {}),
+        ("solve", [(2, 3, 3), (2, 3, 2)], {}),
+        ("solve", [(3, 3), (2, 3)], {"left": False}),
+    ):
+        xs = case_inputs(op, shapes, params, dtype)
+        vs = [random(rng_for("v", op, k), tuple(x.shape), dtype) for k, x in enumerate(xs)]
+
+        def hvp(f, xs=xs, vs=vs):
+            y = f(*xs)
+            loss = (y.abs() ** 2).sum() + y.real.sum()
+            g = torch.autograd.grad(loss, xs, create_graph=True)
+            return torch.autograd.grad(g, xs, grad_outputs=vs)
+
+        native = NATIVE[op]
+        mine = hvp(value_fn(ops, op, params))
+        theirs = hvp(lambda *z, native=native, params=params: native(*z, **params))
+        for got, ref in zip(mine, theirs):
+            assert rel_err(got, ref) < 1e-9
+
+
+def test_real_inputs_get_real_gradients_and_complex_follow_torch(ops):
+    rng = rng_for("mixed")
+    a = well_conditioned(rng, (2,), 3, "float64").requires_grad_()
+    b = random(rng, (2, 3, 2), "complex128").requires_grad_()
+    x = ops.solve(a, b)
+    assert x.dtype == torch.complex128
+    ga, gb = torch.autograd.grad(x.abs().pow(2).sum(), (a, b))
+    assert ga.dtype == torch.float64 and gb.dtype == torch.complex128
+    ra, rb = torch.autograd.grad(torch.linalg.solve(a.to(b.dtype), b).abs().pow(2).sum(), (a, b))
+    assert rel_err(ga, ra) < 1e-10 and rel_err(gb, rb) < 1e-10
+
+
+# -- the oracle, with its second order through double backward -------------------------------------
+
+ORACLE = [
+    pytest.param(case, replay, id=f"{case.case_id}-{replay.op}")
+    for case in load_cases()
+    for replay in replays(case)
+]
+
+
+@pytest.mark.parametrize(("case", "replay"), ORACLE)
+def test_oracle_replay_with_hvp_through_double_backward(ops, case, replay):
+    rtol, atol = case.first_order
+    xs = [torch.from_numpy(np.array(x)).requires_grad_() for x in replay.primals]
+    f = value_fn(ops, replay.op, replay.params)
+    y = f(*xs)
+    tangents = tuple(torch.from_numpy(np.array(t)) for t in replay.tangents)
+    ct = torch.from_numpy(np.array(replay.cotangent))
+    # JVP by forward-mode AD (dual tensors), VJP by backward.
+    _, jv = torch.func.jvp(f, tuple(x.detach() for x in xs), tangents)
+    np.testing.assert_allclose(jv.numpy(), replay.jvp, rtol=rtol, atol=atol)
+    for got, ref in zip(torch.autograd.grad(y, xs, ct, retain_graph=True), replay.vjp):
+        np.testing.assert_allclose(got.numpy(), ref, rtol=rtol, atol=atol)
+    if replay.hvp is None:
+        return
+    rtol, atol = case.second_order
+    phi = (ct.conj() * y).real.sum()  # <ct, op(x)> under Re tr(X^H Y)
+    grads = torch.autograd.grad(phi, xs, create_graph=True)
+    hvp = torch.autograd.grad(grads, xs, grad_outputs=tangents)
+    for got, ref in zip(hvp, replay.hvp):
+        np.testing.assert_allclose(got.numpy(), ref, rtol=rtol, atol=atol)
+
+
+# -- torch.func: transforms and vmap ---------------------------------------------------------------
+
+
+def _flat(tree):
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    return [t for item in tree for t in _flat(item)]
+
+
+def _same(got, ref, tol=1e-9):
+    got, ref = _flat(got), _flat(ref)
+    assert len(got) == len(ref)
+    for g, r in zip(got, ref):
+        assert g.shape == r.shape
+        assert rel_err(g, r) < tol
+
+
+TRANSFORMS = {
+    "grad": lambda f: torch.func.grad(f, argnums=(0, 1)),
+    "jacrev": lambda f: torch.func.jacrev(f, argnums=(0, 1)),
+    "jacfwd": lambda f: torch.func.jacfwd(f, argnums=(0, 1)),
+    "hessian": lambda f: torch.func.hessian(f, argnums=(0, 1)),
+    "jacrev-jacrev": lambda f: torch.func.jacrev(
+        torch.func.jacrev(f, argnums=(0, 1)), argnums=(0, 1)
+    ),
+    "jacfwd-jacfwd": lambda f: torch.func.jacfwd(
+        torch.func.jacfwd(f, argnums=(0, 1)), argnums=(0, 1)
+    ),
+    "jacrev-jacfwd": lambda f: torch.func.jacrev(
+        torch.func.jacfwd(f, argnums=(0, 1)), argnums=(0, 1)
+    ),
+    "vmap-grad": lambda f: torch.func.vmap(torch.func.grad(f, argnums=(0, 1))),
+    "vmap-hessian": lambda f: torch.func.vmap(torch.func.hessian(f, argnums=(0, 1))),
+    "grad-of-vmap": lambda f: torch.func.grad(
+        lambda a, b: torch.func.vmap(f)(a, b).sum(), argnums=(0, 1)
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+@pytest.mark.parametrize("op", ["solve", "inv", "tensorsolve"])
+def test_torch_func_transforms_match_a_reference(ops, name, op):
+    """Every transform and nesting on a real loss of the op, against the same on plain torch ops.
+
+    The reference is torch.linalg where torch gets it right; for forward-over-forward
+    and vmap of second order, where torch.linalg.solve's own rules are wrong (torch
+    2.13), it is the explicit formula x = inv(a) @ b in matmuls, which every transform
+    differentiates exactly.
+    """
+    rng = rng_for("func", op)
+    batched = name.startswith("vmap") or name == "grad-of-vmap"
+    lead = (3,) if batched else ()
+    if op == "tensorsolve":
+        a = torch.stack(
+            [well_conditioned(rng, (), 6, "float64").reshape(2, 3, 6) for _ in range(3)]
+        )
+        a = a if batched else a[0]
+        b = random(rng, (*lead, 2, 3), "float64")
+        mine = lambda a, b: ops.tensorsolve(a, b)  # noqa: E731
+        ref = lambda a, b: (torch.linalg.inv(a.reshape(6, 6)) @ b.reshape(6)).reshape(6)  # noqa: E731
+    else:
+        a = well_conditioned(rng, lead, 3, "float64")
+        b = random(rng, (*lead, 3, 2), "float64")
+        if op == "solve":
+            mine = lambda a, b: ops.solve(a, b)  # noqa: E731
+            ref = lambda a, b: torch.linalg.inv(a) @ b  # noqa: E731
+        else:
+            mine = lambda a, b: ops.inv(a) @ b  # noqa: E731
+            ref = lambda a, b: torch.linalg.inv(a) @ b  # noqa: E731
+
+    def loss(f):
+        return lambda a, b: torch.sin(f(a, b)).sum()
+
+    _same(TRANSFORMS[name](loss(mine))(a, b), TRANSFORMS[name](loss(ref))(a, b))
+
+
+@pytest.mark.parametrize("op", ["inv", "inv_ex", "solve", "solve_ex", "tensorinv", "tensorsolve"])
+def test_vmap_matches_a_python_loop(ops, op):
+    rng = rng_for("vmap", op)
+    fn = getattr(ops, op)
+    if op.startswith("inv"):
+        xs, params = (well_conditioned(rng, (4,), 3, "float64"),), {}
+    elif op.startswith("solve"):
+        xs, params = (well_conditioned(rng, (4,), 3, "float64"), random(rng, (4, 3), "float64")), {}
+    elif op == "tensorinv":
+        xs = (
+            torch.stack(
+                [well_conditioned(rng, (), 6, "float64").reshape(2, 3, 6) for _ in range(4)]
+            ),
+        )
+        params = {"ind": 2}
+    else:
+        a = torch.stack(
+            [well_conditioned(rng, (), 6, "float64").reshape(2, 3, 6) for _ in range(4)]
+        )
+        xs, params = (a, random(rng, (4, 2, 3), "float64")), {}
+    batched = torch.func.vmap(lambda *z: fn(*z, **params))(*xs)
+    looped = [fn(*(x[i] for x in xs), **params) for i in range(4)]
+    if op.endswith("_ex"):
+        assert batched[1].shape == (4,) and not batched[1].any()
+        batched, looped = batched[0], [v for v, _ in looped]
+    _same(batched, torch.stack(looped), 1e-13)
+
+
+def test_vmap_with_in_dims_and_broadcast_per_example(ops):
+    rng = rng_for("in_dims")
+    a = well_conditioned(rng, (), 3, "float64")
+    b = random(rng, (3, 5, 2), "float64")  # vmapped over dim 1
+    out = torch.func.vmap(ops.solve, in_dims=(None, 1))(a, b)
+    _same(out, torch.stack([torch.linalg.solve(a, b[:, i]) for i in range(5)]), 1e-13)
+    # per-example broadcasting: a (3, 3) against b (4, 3, 2) in each of 5 examples
+    a5 = well_conditioned(rng, (5,), 3, "float64")
+    b5 = random(rng, (5, 4, 3, 2), "float64")
+    out = torch.func.vmap(ops.solve)(a5, b5)
+    _same(out, torch.linalg.solve(a5[:, None], b5), 1e-12)
+    grads = torch.func.vmap(torch.func.grad(lambda a, b: ops.solve(a, b).sum(), argnums=(0, 1)))(
+        a5, b5
+    )
+    refs = torch.func.vmap(
+        torch.func.grad(lambda a, b: (torch.linalg.inv(a) @ b).sum(), argnums=(0, 1))
+    )(a5, b5)
+    _same(grads, refs)
+
+
+def test_forward_mode_dual_tensors(ops):
+    import torch.autograd.forward_ad as fwAD
+
+    rng = rng_for("dual")
+    a = well_conditioned(rng, (2,), 3, "complex128")
+    b = random(rng, (2, 3, 2), "complex128")
+    da, db = random(rng, (2, 3, 3), "complex128"), random(rng, (2, 3, 2), "complex128")
+    with fwAD.dual_level():
+        x = ops.solve(fwAD.make_dual(a, da), fwAD.make_dual(b, db))
+        y = torch.linalg.solve(fwAD.make_dual(a, da), fwAD.make_dual(b, db))
+        _same(fwAD.unpack_dual(x).tangent, fwAD.unpack_dual(y).tangent)
+        inv = ops.inv(fwAD.make_dual(a, da))
+        _same(
+            fwAD.unpack_dual(inv).tangent,
+            fwAD.unpack_dual(torch.linalg.inv(fwAD.make_dual(a, da))).tangent,
+        )
+
+
+def test_triple_forward_mode_nesting_is_refused_not_wrong(ops):
+    rng = rng_for("fff")
+    a = well_conditioned(rng, (), 2, "float64")
+    b = random(rng, (2, 1), "float64")
+    f = torch.func.jacfwd(torch.func.jacfwd(torch.func.jacfwd(lambda a: ops.solve(a, b).sum())))
+    with pytest.raises(NotImplementedError, match="jacrev"):
+        f(a)
+
+
+# -- the factorization is reused -------------------------------------------------------------------
+
+
+class OpCounter(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def test_solve_backward_reuses_the_forward_lu_at_every_order(ops):
+    rng = rng_for("reuse")
+    a = well_conditioned(rng, (2,), 4, "float64").requires_grad_()
+    b = random(rng, (2, 4, 3), "float64").requires_grad_()
+    x = ops.solve(a, b)
+    with OpCounter() as first:
+        ga, gb = torch.autograd.grad(x.pow(2).sum(), (a, b), create_graph=True)
+    factorizations = {
+        "linalg_lu_factor_ex",
+        "linalg_lu_factor",
+        "linalg_solve_ex",
+        "_linalg_solve_ex",
+        "linalg_inv_ex",
+        "linalg_inv",
+    }
+    assert not factorizations & set(first.ops), first.ops
+    assert first.ops.count("linalg_lu_solve") == 1
+    with OpCounter() as second:
+        torch.autograd.grad(ga.sum() + gb.sum(), (a, b))
+    assert not factorizations & set(second.ops), second.ops
+    assert "linalg_lu_solve" in second.ops
+
+
+def test_first_order_backward_builds_no_graph(ops):
+    rng = rng_for("plain")
+    a = well_conditioned(rng, (), 3, "float64").requires_grad_()
+    b = random(rng, (3, 1), "float64").requires_grad_()
+    ga, gb = torch.autograd.grad(ops.solve(a, b).sum(), (a, b))
+    assert not ga.requires_grad and not gb.requires_grad
+
+
+# -- singular input, info --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op", ["inv", "solve"])
+def test_singular_input_raises_linalg_error_naming_op_shape_and_index(ops, op):
+    rng = rng_for("singular", op)
+    a = well_conditioned(rng, (3,), 3, "float64")
+    a[1] = 0.0
+    args = (a,) if op == "inv" else (a, random(rng, (3, 3, 2), "float64"))
+    with pytest.raises(torch.linalg.LinAlgError) as info:
+        getattr(ops, op)(*args)
+    message = str(info.value)
+    assert f"invad.{op}" in message and "(3, 3, 3)" in message and "(1,)" in message
+
+
+def test_singular_tensor_ops_raise(ops):
+    with pytest.raises(torch.linalg.LinAlgError, match=r"invad\.tensorinv.*\(4, 4\)"):
+        ops.tensorinv(torch.zeros(4, 4, dtype=torch.float64), ind=1)
+    with pytest.raises(torch.linalg.LinAlgError, match=r"invad\.tensorsolve"):
+        ops.tensorsolve(
+            torch.zeros(2, 3, 6, dtype=torch.float64), torch.ones(2, 3, dtype=torch.float64)
+        )
+
+
+@pytest.mark.parametrize("op", ["inv_ex", "solve_ex"])
+def test_ex_ops_return_info_without_raising_and_info_has_no_gradient(ops, op):
+    rng = rng_for("ex", op)
+    a = well_conditioned(rng, (3,), 3, "float64")
+    a[1, :, 0] = 0.0  # batch element 1: U[0, 0] == 0
+    a.requires_grad_()
+    args = (a,) if op == "inv_ex" else (a, random(rng, (3, 3, 2), "float64").requires_grad_())
+    value, info = getattr(ops, op)(*args)
+    assert info.dtype == torch.int32 and info.shape == (3,)
+    assert info.tolist() == [0, 1, 0]
+    assert not info.requires_grad and info.grad_fn is None
+    assert value.requires_grad
+    g = torch.autograd.grad(value[0].sum(), args)  # the factored elements still differentiate
+    assert torch.isfinite(g[0][0]).all()
+
+
+def test_singular_under_vmap_gives_non_finite_values_instead_of_raising(ops):
+    a = torch.eye(3, dtype=torch.float64).repeat(2, 1, 1)
+    a[1] = 0.0
+    out = torch.func.vmap(ops.inv)(a)
+    assert torch.isfinite(out[0]).all() and not torch.isfinite(out[1]).all()
+
+
+# -- devices ---------------------------------------------------------------------------------------
+
+
+def test_devices_and_install_on_a_device(ops):
+    backend = ops.backend
+    assert "cpu" in backend.devices()
+    assert ops.device == torch.device("cpu")
+    meta = invad.install("torch", device="meta")
+    assert meta.device == torch.device("meta") and meta is invad.install("torch", device="meta")
+    assert backend.from_numpy(np.eye(2), meta.device).device.type == "meta"
+    with pytest.raises(ValueError, match=r"torch.*cannot use device"):
+        invad.install("torch", device="no-such-device")
+
+
+def test_outputs_stay_on_the_input_device(ops):
+    a = torch.empty(2, 3, 3, dtype=torch.float64, device="meta")
+    b = torch.empty(2, 3, 1, dtype=torch.float64, device="meta")
+    for out in (ops.solve(a, b), ops.inv(a), *ops.solve_ex(a, b), *ops.inv_ex(a)):
+        assert out.device.type == "meta"
+    _, tangent = ops.jvp("solve", (a, b), (a, b))
+    assert tangent.device.type == "meta"
+
+
+@pytest.mark.parametrize("op", ["solve", "solve_ex", "tensorsolve"])
+def test_inputs_on_different_devices_raise_naming_both(ops, op):
+    a = (
+        torch.eye(6, dtype=torch.float64).reshape(6, 6)
+        if op != "tensorsolve"
+        else torch.eye(6, dtype=torch.float64).reshape(2, 3, 6)
+    )
+    b = torch.ones((6, 1) if op != "tensorsolve" else (2, 3), dtype=torch.float64, device="meta")
+    a.requires_grad_()
+    with pytest.raises(
+        ValueError, match=f"invad.{op}: `a` is on device cpu but `b` is on device meta"
+    ):
+        getattr(ops, op)(a, b)
+
+
+# -- ops.jvp / ops.vjp on torch tensors ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_functional_jvp_and_vjp_on_torch_tensors(ops, dtype):
+    rng = rng_for("functional", dtype)
+    a = well_conditioned(rng, (2,), 3, dtype)
+    b = random(rng, (2, 3, 2), dtype)
+    da, db = random(rng, (2, 3, 3), dtype), random(rng, (2, 3, 2), dtype)
+    x, dx = ops.jvp("solve", (a, b), (da, db))
+    ref_x, ref_dx = torch.func.jvp(torch.linalg.solve, (a, b), (da, db))
+    _same((x, dx), (ref_x, ref_dx), 1e-12)
+    xbar = random(rng, (2, 3, 2), dtype)
+    _, cts = ops.vjp("solve", (a, b), xbar)
+    a_, b_ = a.clone().requires_grad_(), b.clone().requires_grad_()
+    _same(cts, torch.autograd.grad(torch.linalg.solve(a_, b_), (a_, b_), xbar), 1e-12)
+    (_, info), (dvalue, none) = ops.jvp("inv_ex", (a,), (da,))
+    assert none is None and info.shape == (2,)
+    _same(dvalue, torch.func.jvp(torch.linalg.inv, (a,), (da,))[1], 1e-12)
+
+
+# -- calling conventions, dtypes, registration -----------------------------------------------------
+
+
+def test_keyword_inputs_and_parameters(ops):
+    rng = rng_for("kw")
+    a = well_conditioned(rng, (), 3, "float64")
+    b = random(rng, (2, 3), "float64")
+    ref = torch.linalg.solve(a, b, left=False)
+    _same(ops.solve(a, b, left=False), ref, 1e-13)
+    _same(ops.solve(a=a, b=b, left=False), ref, 1e-13)
+    _same(ops.solve(a, b=b, left=False), ref, 1e-13)
+    with pytest.raises(TypeError):
+        ops.solve(a, b, True)
+    with pytest.raises(TypeError, match=r"invad\.solve.*left"):
+        ops.solve(a, b, left=1)
+
+
+def test_vector_b_is_a_vector_only_when_one_dimensional(ops):
+    rng = rng_for("vector")
+    a = well_conditioned(rng, (4,), 3, "float64")
+    b = random(rng, (4, 3), "float64")  # torch.linalg.solve reads this as a batch of vectors
+    with pytest.raises(ValueError, match=r"b\[\.\.\., None\]"):
+        ops.solve(a, b)
+    _same(ops.solve(a, b[..., None])[..., 0], torch.linalg.solve(a, b), 1e-13)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "complex64"])
+def test_single_precision_keeps_its_dtype(ops, dtype):
+    rng = rng_for("single", dtype)
+    a = well_conditioned(rng, (2,), 3, dtype).requires_grad_()
+    b = random(rng, (2, 3, 1), dtype).requires_grad_()
+    x = ops.solve(a, b)
+    assert x.dtype == getattr(torch, dtype)
+    ga, gb = torch.autograd.grad(x.abs().sum(), (a, b))
+    assert ga.dtype == a.dtype and gb.dtype == b.dtype
+    assert ops.inv_ex(a)[1].dtype == torch.int32
+
+
+def test_integer_input_raises_type_error_naming_the_op(ops):
+    with pytest.raises(TypeError, match=r"invad\.inv"):
+        ops.inv(torch.ones(2, 2, dtype=torch.int64))
+
+
+def test_backend_is_listed_and_top_level_dispatch_finds_it():
+    info = {b.name: b for b in invad.backends()}["torch"]
+    assert info.available and info.native_ad and info.version == torch.__version__
+    a = torch.eye(2, dtype=torch.float64) * 2
+    assert torch.equal(invad.inv(a), torch.eye(2, dtype=torch.float64) / 2)
+    assert invad.install("torch") is invad.install("torch")
+
+
+def test_missing_torch_is_reported_with_how_to_install(monkeypatch):
+    from importlib import import_module
+
+    module = import_module("invad.backends.torch")
+    assert not module.TorchBackend().owns(np.ones(2))
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
+    with pytest.raises(ImportError, match=r"pip install 'invad\[torch\]'"):
+        module.TorchBackend().load()
+
+
+def test_empty_shapes_and_their_gradients(ops):
+    a = torch.empty(0, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.empty(0, 3, 2, dtype=torch.float64, requires_grad=True)
+    x = ops.solve(a, b)
+    assert x.shape == (0, 3, 2)
+    ga, gb = torch.autograd.grad(x.sum(), (a, b))
+    assert ga.shape == a.shape and gb.shape == b.shape
+    z = torch.empty(2, 0, 0, dtype=torch.float64, requires_grad=True)
+    assert ops.inv(z).shape == (2, 0, 0)
+    assert torch.autograd.grad(ops.inv(z).sum(), z)[0].shape == z.shape
+
+
+def test_nan_stays_in_its_batch_element(ops):
+    a = torch.eye(3, dtype=torch.float64).repeat(2, 1, 1) * 2
+    a[0, 0, 0] = math.nan
+    out = ops.inv(a)
+    assert torch.isnan(out[0]).any() and not torch.isnan(out[1]).any()
