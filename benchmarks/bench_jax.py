@@ -15,23 +15,33 @@ Ratios are invad over native: below 1 means invad is faster. ``run()`` returns
 the rows for ``benchmarks/run_all.py``. Enables float64 in JAX
 (``jax_enable_x64``) for the float64 run, as a user would.
 
-jaxlib 0.10.2's CPU LAPACK kernels can deadlock when two batched LAPACK calls
-run at once on a machine with few cores (native ``jnp.linalg`` as much as
-invad); a watchdog ends the run with a stack dump instead of hanging.
+jaxlib 0.10.2's CPU runtime can deadlock on a 2-core machine: on the
+machine of docs/benchmarks.md, native ``jit(grad(sum(w * jnp.linalg.inv(a))))``
+at n=64, batch 256 hangs (no CPU use, blocked in ``block_until_ready``) within
+its first 50 calls in most fresh processes (a loop calling only jnp.linalg);
+XLA flags that limit threading did not help. So every size is measured in a
+child process of its own, and a child that hangs past a watchdog is killed and
+the size measured again in a new one (at most ``ATTEMPTS`` times); the retries
+are printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import faulthandler
+import json
 import platform
+import subprocess
 import sys
 from typing import Any
 
 import numpy as np
 
-#: Seconds one size may take before the watchdog dumps the stacks and exits.
-WATCHDOG = 600
+from invad.bench import median_times
+
+#: Seconds one size may take in its child process before it counts as hung.
+WATCHDOG = 120
+#: Fresh child processes tried per size before giving up on it.
+ATTEMPTS = 6
 
 
 def _cases(jax: Any, jnp: Any, ops: Any, op: str, inputs: tuple, w: Any) -> dict[str, Any]:
@@ -52,41 +62,62 @@ def _cases(jax: Any, jnp: Any, ops: Any, op: str, inputs: tuple, w: Any) -> dict
     return {name: (lambda fn=fn: jax.block_until_ready(fn(*inputs))) for name, fn in fns.items()}
 
 
-def run(
-    repeats: int = 40, dtype: str = "float64", sizes: list[int] | None = None
-) -> list[dict[str, Any]]:
-    """Rows ``{backend, op, n, batch, k, invad, native}`` (median seconds) for run_all.py."""
+def measure(n: int, repeats: int, dtype: str) -> list[dict[str, Any]]:
+    """Rows for one size of ``invad.bench.SIZES``, measured in this process."""
     import jax
 
     jax.config.update("jax_enable_x64", dtype == "float64")
     import jax.numpy as jnp
 
     import invad
-    from invad.bench import SIZES, median_times
+    from invad.bench import SIZES
 
     ops = invad.install("jax")
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(n)
+    (batch, k) = next((batch, k) for m, batch, k in SIZES if m == n)
+    a = jnp.asarray(rng.standard_normal((*batch, n, n)) / np.sqrt(n) + 2 * np.eye(n), dtype)
+    b = jnp.asarray(rng.standard_normal((*batch, n, k)), dtype)
+    reps = max(5, repeats // 4) if n >= 1024 else repeats
     rows = []
-    for n, batch, k in SIZES:
+    for op, inputs in (("inv", (a,)), ("solve", (a, b))):
+        w = jnp.asarray(rng.standard_normal(inputs[-1].shape if op == "solve" else a.shape), dtype)
+        t = median_times(_cases(jax, jnp, ops, op, inputs, w), reps)
+        size = {"backend": "jax", "n": n, "batch": batch, "k": k if op == "solve" else 0}
+        rows.append({**size, "op": f"{op} jit(grad)", "invad": t["invad"], "native": t["native"]})
+        rows.append({**size, "op": f"{op} fwd", "invad": t["invad fwd"], "native": t["native fwd"]})
+    return rows
+
+
+def run(
+    repeats: int = 40, dtype: str = "float64", sizes: list[int] | None = None
+) -> list[dict[str, Any]]:
+    """Rows ``{backend, op, n, batch, k, invad, native}`` (median seconds) for run_all.py.
+
+    Each size in a fresh child process (``--worker N``), retried where it hangs.
+    """
+    from invad.bench import SIZES
+
+    rows: list[dict[str, Any]] = []
+    for n, _, _ in SIZES:
         if sizes and n not in sizes:
             continue
-        faulthandler.dump_traceback_later(WATCHDOG, exit=True)
-        a = jnp.asarray(rng.standard_normal((*batch, n, n)) / np.sqrt(n) + 2 * np.eye(n), dtype)
-        b = jnp.asarray(rng.standard_normal((*batch, n, k)), dtype)
-        reps = max(5, repeats // 4) if n >= 1024 else repeats
-        for op, inputs in (("inv", (a,)), ("solve", (a, b))):
-            w = jnp.asarray(
-                rng.standard_normal(inputs[-1].shape if op == "solve" else a.shape), dtype
-            )
-            t = median_times(_cases(jax, jnp, ops, op, inputs, w), reps)
-            size = {"backend": "jax", "n": n, "batch": batch, "k": k if op == "solve" else 0}
-            rows.append(
-                {**size, "op": f"{op} jit(grad)", "invad": t["invad"], "native": t["native"]}
-            )
-            rows.append(
-                {**size, "op": f"{op} fwd", "invad": t["invad fwd"], "native": t["native fwd"]}
-            )
-        faulthandler.cancel_dump_traceback_later()
+        command = [sys.executable, __file__, "--worker", str(n), "--repeats", str(repeats)]
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                child = subprocess.run(
+                    [*command, "--dtype", dtype],
+                    capture_output=True,
+                    text=True,
+                    timeout=WATCHDOG,
+                    check=True,
+                )
+            except subprocess.TimeoutExpired:
+                print(f"jax n={n}: attempt {attempt} hung; a new process", file=sys.stderr)
+                continue
+            rows += [{**row, "batch": tuple(row["batch"])} for row in json.loads(child.stdout)]
+            break
+        else:
+            raise RuntimeError(f"jax n={n}: hung in {ATTEMPTS} fresh processes")
     return rows
 
 
@@ -115,7 +146,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=40, help="timed repeats per function")
     parser.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     parser.add_argument("--n", type=int, action="append", help="only these matrix sizes")
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # one size, JSON out
     args = parser.parse_args()
+    if args.worker is not None:
+        print(json.dumps(measure(args.worker, args.repeats, args.dtype)))
+        return 0
     rows = run(args.repeats, args.dtype, args.n)
     import jax
 

@@ -26,8 +26,6 @@ from ..rules._linalg import broadcast_batch
 #: Matrices at least this large are factored once with LAPACK and the factors reused.
 LAPACK_MIN_N = 20
 
-_TRANS = {"N": 0, "T": 1, "H": 2}
-
 
 def _op(a: np.ndarray, trans: str) -> np.ndarray:
     if trans == "N":
@@ -59,20 +57,47 @@ class NumpyKernels:
         return fn
 
     def lu_factor(self, a: np.ndarray) -> tuple[Factor, np.ndarray]:
-        """LAPACK ``getrf`` on each matrix of the batch."""
+        """LAPACK ``getrf`` on each matrix of the batch, factoring ``A^T``.
+
+        LAPACK wants column-major matrices. A C-ordered ``A`` read column-major
+        is ``A^T``, so factoring ``A^T`` needs one plain copy and no transposing
+        one, and its factors (kept column-major, as ``getrs`` takes them without
+        a copy) solve with ``A`` through ``getrs``'s transpose flag: see
+        :meth:`lu_solve`. Measured here at n = 1024 the forward solve went from
+        1.4 to about 1.0 of ``numpy.linalg.solve``.
+        """
         batch, n = a.shape[:-2], a.shape[-1]
-        lu = np.empty_like(a)
+        # A C-ordered copy of A is, matrix by matrix, a column-major A^T: getrf works in it.
+        lu = np.swapaxes(np.array(a, order="C", copy=True), -1, -2)
         piv = np.empty((*batch, n), dtype=np.int32)
         info = np.zeros(batch, dtype=np.int32)
         if a.size:
             getrf = self._lapack("getrf", a.dtype)
             for i in np.ndindex(*batch):
-                lu[i], piv[i], info[i] = getrf(a[i])
-        # info < 0 flags an illegal argument, which getrf never gets here.
-        return Factor(a, lu, piv), np.maximum(info, 0)
+                _, piv[i], info[i] = getrf(lu[i], overwrite_a=True)
+        # info < 0 flags an illegal argument, which getrf never gets here. The step at
+        # which a zero pivot shows can differ between A^T and A; the contract's info is
+        # A's, so where some matrix is singular (the rare, error path) A is factored too.
+        info = np.maximum(info, 0)
+        if info.any():
+            info = self._info_of(a, info)
+        return Factor(a, lu, piv), info
+
+    def _info_of(self, a: np.ndarray, info_t: np.ndarray) -> np.ndarray:
+        """LAPACK's ``info`` of ``getrf(A)`` for the matrices whose ``A^T`` was singular."""
+        getrf = self._lapack("getrf", a.dtype)
+        info = np.zeros_like(info_t)
+        for i in zip(*np.nonzero(info_t)) if info_t.ndim else [()]:
+            info[i] = max(getrf(a[i])[2], 0) or info_t[i]
+        return info
 
     def lu_solve(self, factor: Factor, b: np.ndarray, trans: str = "N") -> np.ndarray:
-        """``op(A)^-1 b`` from LAPACK factors, or by NumPy's solve where ``a`` was not factored."""
+        """``op(A)^-1 b`` from LAPACK factors, or by NumPy's solve where ``a`` was not factored.
+
+        The factors are those of ``A^T`` (see :meth:`lu_factor`): ``A x = b`` is
+        ``getrs`` with ``trans=T``, ``A^T x = b`` with ``trans=N``, and
+        ``A^H x = b`` is ``A^T conj(x) = conj(b)``.
+        """
         if factor.lu is None:
             with _quiet():
                 return np.linalg.solve(_op(factor.a, trans), b)
@@ -81,22 +106,26 @@ class NumpyKernels:
         dtype = np.result_type(lu, b)
         if b.size == 0 or n == 0:
             return np.zeros(np.broadcast_shapes(lu.shape[:-2], b.shape[:-2]) + b.shape[-2:], dtype)
+        conjugate = trans == "H" and np.iscomplexobj(lu)
+        if conjugate:
+            b = b.conj()
+        code = 1 if trans == "N" else 0
         getrs = self._lapack("getrs", dtype)
-        code = _TRANS[trans]
+        if lu.dtype != dtype:
+            lu = np.swapaxes(np.swapaxes(lu, -1, -2).astype(dtype), -1, -2)  # stays column-major
         if lu.ndim == 2:  # one matrix: every right-hand side of the batch in one call
             cols = np.moveaxis(b, -2, 0).reshape(n, -1)
-            x, _ = getrs(
-                lu.astype(dtype, copy=False), piv, cols.astype(dtype, copy=False), trans=code
-            )
-            return np.moveaxis(x.reshape(n, *b.shape[:-2], b.shape[-1]), 0, -2)
-        batch = broadcast_batch(lu.shape[:-2], b.shape[:-2])
-        lu = np.broadcast_to(lu.astype(dtype, copy=False), (*batch, n, n))
-        piv = np.broadcast_to(piv, (*batch, n))
-        b = np.broadcast_to(b.astype(dtype, copy=False), (*batch, *b.shape[-2:]))
-        x = np.empty(b.shape, dtype=dtype)
-        for i in np.ndindex(*batch):
-            x[i], _ = getrs(lu[i], piv[i], b[i], trans=code)
-        return x
+            x, _ = getrs(lu, piv, cols.astype(dtype, copy=False), trans=code)
+            x = np.moveaxis(x.reshape(n, *b.shape[:-2], b.shape[-1]), 0, -2)
+        else:
+            batch = broadcast_batch(lu.shape[:-2], b.shape[:-2])
+            lu = np.broadcast_to(lu, (*batch, n, n))
+            piv = np.broadcast_to(piv, (*batch, n))
+            b = np.broadcast_to(b.astype(dtype, copy=False), (*batch, *b.shape[-2:]))
+            x = np.empty(b.shape, dtype=dtype)
+            for i in np.ndindex(*batch):
+                x[i], _ = getrs(lu[i], piv[i], b[i], trans=code)
+        return x.conj() if conjugate else x
 
     def solve(
         self, a: np.ndarray, b: np.ndarray, trans: str = "N"

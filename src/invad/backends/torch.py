@@ -59,6 +59,24 @@ _LUSolve: Any = None  # the autograd.Function of a solve with a given factorizat
 _RawLUSolve: Any = None  # torch.linalg.lu_solve with a vmap rule of ours
 _transforms_active: Any = None  # torch._C._are_functorch_transforms_active
 _lu_solve_native: Any = None  # torch.linalg.lu_solve
+_solve_ex: Any = None  # torch._linalg_solve_ex (aten): solution, LU, pivots, info
+_solve_ex_keeps_lu = False  # whether its LU is lu_factor_ex's (see _check_solve_ex)
+
+
+def _check_solve_ex() -> bool:
+    """Whether ``aten._linalg_solve_ex`` returns the LU factors of ``A`` itself.
+
+    It is torch.linalg.solve's kernel; some torch versions factor ``A^T`` there
+    instead (to spare a copy), which invad's derivatives could not reuse as they
+    stand. Checked once, on a matrix whose LU and its transpose's differ.
+    """
+    a = torch.tensor([[1.0, 2.0, 0.5], [3.0, 1.0, 2.0], [0.5, 4.0, 1.0]], dtype=torch.float64)
+    try:
+        _, lu, pivots, _ = _solve_ex(a, torch.ones(3, 1, dtype=a.dtype), left=True)
+    except (AttributeError, RuntimeError, TypeError):
+        return False
+    expected, expected_pivots, _ = torch.linalg.lu_factor_ex(a)
+    return bool(torch.equal(lu, expected) and torch.equal(pivots, expected_pivots))
 
 
 # ---------------------------------------------------------------------------
@@ -323,6 +341,17 @@ class TorchKernels:
         return _raw_lu_solve(lu, factor.pivots, b, trans)
 
     def solve(self, a: Any, b: Any, trans: str = "N") -> tuple[Factor, Any, Any]:
+        if (
+            _solve_ex_keeps_lu
+            and trans == "N"
+            and a.shape[:-2] == b.shape[:-2]
+            and b.dtype == a.dtype
+            and not _transforms_active()
+        ):
+            # One kernel call for the factorization and the solve, as torch.linalg.solve
+            # makes: for small matrices the call, not the arithmetic, is the cost.
+            x, lu, pivots, info = _solve_ex(a, b, left=True, check_errors=False)
+            return Factor(a, lu, pivots), x, info
         lu, pivots, info = torch.linalg.lu_factor_ex(a)
         factor = Factor(a, lu, pivots)
         return factor, self.lu_solve(factor, b, trans), info
@@ -671,6 +700,7 @@ class TorchBackend(Backend):
 
     def load(self) -> None:
         global torch, _forward_ad, _LUSolve, _RawLUSolve, _transforms_active, _lu_solve_native
+        global _solve_ex, _solve_ex_keeps_lu
         try:
             import torch as torch_module
         except ImportError as exc:
@@ -682,6 +712,8 @@ class TorchBackend(Backend):
         torch, _forward_ad = torch_module, forward_ad
         _transforms_active = torch._C._are_functorch_transforms_active
         _lu_solve_native = torch.linalg.lu_solve
+        _solve_ex = getattr(torch, "_linalg_solve_ex", None)
+        _solve_ex_keeps_lu = _check_solve_ex()
         _LUSolve = _function_class(
             "LUSolve",
             forward=_lu_solve_forward,
