@@ -101,7 +101,10 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, str], image: str) -> st
         "Each row times invad's op and the framework's native op for the same work (forward plus "
         "derivative: `backward()` for torch, `jit(grad)` for JAX, `ops.vjp` against an "
         "inverse-based VJP for NumPy, which has no AD), side by side in one process, medians of "
-        "interleaved repeats. A ratio below 1 means invad is faster.",
+        "repeats (interleaved for torch and JAX; in blocks for NumPy, whose and SciPy's "
+        "OpenBLAS threads would otherwise compete: see `invad.bench.median_times`). JAX sizes "
+        "run in child processes, retried where jaxlib 0.10.2 hangs (see "
+        "`benchmarks/bench_jax.py`). A ratio below 1 means invad is faster.",
         "",
         "## Machine",
         "",
