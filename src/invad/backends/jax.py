@@ -162,8 +162,13 @@ class JaxBackend(Backend):
 
     def load(self) -> None:
         global _jax
-        import jax
-        import jax.numpy
+        try:
+            import jax
+            import jax.numpy
+        except ImportError as exc:
+            raise ImportError(
+                f"jax is not installed ({exc}); install it with: pip install 'invad[jax]'"
+            ) from exc
 
         _jax = jax
 
