@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -344,8 +345,8 @@ class TorchKernels:
         if (
             _solve_ex_keeps_lu
             and trans == "N"
-            and a.shape[:-2] == b.shape[:-2]
             and b.dtype == a.dtype
+            and ((a.ndim == 2 and b.ndim == 2) or a.shape[:-2] == b.shape[:-2])
             and not _transforms_active()
         ):
             # One kernel call for the factorization and the solve, as torch.linalg.solve
@@ -370,9 +371,8 @@ class DifferentiableKernels(TorchKernels):
             not torch.is_grad_enabled()
             and _forward_ad._current_level < 0
             and (trans == "N" or trans == "H")
-            and lu.ndim <= 3
             and b.dtype == lu.dtype
-            and lu.shape[:-2] == b.shape[:-2]
+            and ((lu.ndim == 2 and b.ndim == 2) or (lu.ndim == 3 and lu.shape[:-2] == b.shape[:-2]))
             and not _transforms_active()
         ):
             return _lu_solve_native(lu, factor.pivots, b, adjoint=trans == "H")
@@ -466,7 +466,13 @@ def _rule_functions(rule: Rule, la: Linalg, la_diff: Linalg) -> tuple[Any, Any]:
             return primal(la, *args[:n_in], **dict(zip(params, args[n_in:])))
         return primal(la, *args)
 
+    # The residuals from ctx.saved_tensors in one C call where the value needs no reshape.
+    pick = operator.itemgetter(*[n_saved_in if k < 0 else k for k in order])
+    several = len(order) > 1
+
     def residuals(saved: Sequence[Any], value_shape: Any) -> Any:
+        if value_shape is None and several:
+            return Residuals(*pick(saved))
         value = saved[n_saved_in]
         if value_shape is not None:
             value = value.reshape(value_shape)
@@ -521,9 +527,14 @@ def _rule_functions(rule: Rule, la: Linalg, la_diff: Linalg) -> tuple[Any, Any]:
 
     # -- the plain class --------------------------------------------------
 
+    default_kwargs = {p.name: p.default for p in rule.contract.params}
+    defaults = tuple(default_kwargs.values())
+
     def plain_forward(ctx: Any, *args: Any) -> tuple[Any, Any]:
         if params:
-            kwargs = dict(zip(params, args[n_in:]))
+            pvals = args[n_in:]
+            # Shared, never mutated: the rules take it as **kwargs, a copy.
+            kwargs = default_kwargs if pvals == defaults else dict(zip(params, pvals))
             p = primal(la, *args[:n_in], **kwargs)
         else:
             kwargs = {}

@@ -89,8 +89,21 @@ class Linalg:
 # -- matrix helpers ---------------------------------------------------------
 
 
+#: ``is_complex`` per (namespace, dtype): it runs on every derivative call, and
+#: ``xp.isdtype`` through array_api_compat costs more than the small solve it guards.
+_COMPLEX: dict[tuple[int, Any], bool] = {}
+
+
 def is_complex(xp: Any, x: Array) -> bool:
-    return bool(xp.isdtype(x.dtype, "complex floating"))
+    key = (id(xp), x.dtype)
+    try:
+        return _COMPLEX[key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable dtype object
+        return bool(xp.isdtype(x.dtype, "complex floating"))
+    result = _COMPLEX[key] = bool(xp.isdtype(x.dtype, "complex floating"))
+    return result
 
 
 def mT(xp: Any, x: Array) -> Array:
@@ -134,7 +147,7 @@ def sum_to_shape(xp: Any, x: Array, shape: tuple[int, ...]) -> Array:
 
 def cotangent_for(xp: Any, ct: Array, primal: Array) -> Array:
     """Fit a cotangent to its primal: summed to its shape, real if the primal is real."""
-    if ct.dtype == primal.dtype and tuple(ct.shape) == tuple(primal.shape):
+    if ct.dtype == primal.dtype and ct.shape == primal.shape:
         return ct  # the common case, on every backward pass: nothing to fit
     ct = sum_to_shape(xp, ct, tuple(primal.shape))
     if is_complex(xp, ct) and not is_complex(xp, primal):
