@@ -126,7 +126,7 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, str], image: str) -> st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=40)
     args = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []
     for backend in BACKENDS:
