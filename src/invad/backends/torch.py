@@ -612,6 +612,7 @@ def _torch_op(rule: Rule, la: Linalg, la_diff: Linalg, backend: TorchBackend) ->
             checked.add(key)
 
     def finish(out: tuple[Any, ...], a: Any) -> Any:
+        """The op's result from the Function's outputs: ``info`` returned or checked."""
         if returns_info:
             return out[0], out[1]
         info = out[1]
@@ -655,12 +656,7 @@ def _torch_op(rule: Rule, la: Linalg, la_diff: Linalg, backend: TorchBackend) ->
             else:  # nothing to differentiate: the rule's primal alone
                 p = primal(la, a, b, **dict(zip(params, pvals)))
                 out = p.value, p.info
-            if returns_info:
-                return out
-            info = out[1]
-            if info.ndim or info.is_meta or info:  # a 0-d zero, the common case, is done
-                singular(name, a.shape, info)
-            return out[0]
+            return finish(out, a)
 
     else:
 
@@ -682,12 +678,7 @@ def _torch_op(rule: Rule, la: Linalg, la_diff: Linalg, backend: TorchBackend) ->
             else:  # nothing to differentiate: the rule's primal alone
                 p = primal(la, a, **dict(zip(params, pvals)))
                 out = p.value, p.info
-            if returns_info:
-                return out
-            info = out[1]
-            if info.ndim or info.is_meta or info:  # a 0-d zero, the common case, is done
-                singular(name, a.shape, info)
-            return out[0]
+            return finish(out, a)
 
     op.__name__ = op.__qualname__ = name
     op.__doc__ = op_docstring(rule)
