@@ -169,17 +169,35 @@ def _select_row(xp: Any, x: Array, onehot: Array) -> Array:
     return xp.sum(xp.where(onehot, x, xp.zeros_like(x)), axis=-2, keepdims=True)
 
 
+def _pivot_magnitude(xp: Any, x: Array) -> Array:
+    """What LAPACK's ``i?amax`` compares: ``|x|`` for real, ``|Re x| + |Im x|`` for complex."""
+    if is_complex(xp, x):
+        return xp.abs(xp.real(x)) + xp.abs(xp.imag(x))
+    return xp.abs(x)
+
+
 def portable_lu_factor(xp: Any, a: Array) -> tuple[Factor, Array]:
-    """Batched LU with partial pivoting (``getf2``), in array-API operations only."""
+    """Batched LU with partial pivoting, in array-API operations only.
+
+    Step for step LAPACK's unblocked ``getf2``: the pivot is the first entry of
+    largest ``i?amax`` magnitude; a zero pivot sets ``info`` (the first one
+    only) and is skipped; the column below the pivot is scaled by its
+    reciprocal (divided, where the pivot is below the smallest normal number);
+    then the rank-one update. Exact zero pivots come from rounding as much as
+    from structure, so ``info`` is getf2's: blocked or recursive ``getrf``
+    builds (OpenBLAS, MKL) round differently and can disagree on matrices that
+    are singular only to rounding.
+    """
     n = a.shape[-1]
     batch = tuple(a.shape[:-2])
     lu = xp.asarray(a, copy=True)
     info = xp.zeros(batch, dtype=xp.int32, device=a.device)
     rows = _row_index(xp, n, a)
+    tiny = xp.finfo(a.dtype).smallest_normal
     pivots = []
     for k in range(n):
         sub = lu[..., k:, :]
-        p = xp.argmax(xp.abs(sub[..., k]), axis=-1)
+        p = xp.argmax(_pivot_magnitude(xp, sub[..., k]), axis=-1)
         onehot = rows[: n - k, :] == xp.reshape(p, (*batch, 1, 1))
         row_p = _select_row(xp, sub, onehot)
         lu[..., k:, :] = xp.where(onehot, sub[..., :1, :], sub)
@@ -190,12 +208,13 @@ def portable_lu_factor(xp: Any, a: Array) -> tuple[Factor, Array]:
             (info == 0) & singular, xp.asarray(k + 1, dtype=xp.int32, device=a.device), info
         )
         if k + 1 < n:
-            # A zero pivot means the column below is zero too: scale by 1, as getf2 skips it.
-            safe = xp.where(singular, xp.ones_like(pivot), pivot)
-            col = lu[..., k + 1 :, k] / safe[..., None]
-            lu[..., k + 1 :, k] = col
+            # A zero pivot means the column below is zero too: leave it, as getf2 does.
+            safe = xp.where(singular, xp.ones_like(pivot), pivot)[..., None]
+            below = lu[..., k + 1 :, k]
+            scaled = xp.where(xp.abs(safe) >= tiny, below * (1 / safe), below / safe)
+            lu[..., k + 1 :, k] = scaled
             lu[..., k + 1 :, k + 1 :] = (
-                lu[..., k + 1 :, k + 1 :] - col[..., :, None] * lu[..., k : k + 1, k + 1 :]
+                lu[..., k + 1 :, k + 1 :] - scaled[..., :, None] * lu[..., k : k + 1, k + 1 :]
             )
         pivots.append(p + k)
     if pivots:
