@@ -76,6 +76,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     series: dict[tuple[str, str], list[tuple[int, float]]] = {}
     for r in rows:
+        if r.get("plot") is False:
+            continue
         series.setdefault((r["backend"], r["op"]), []).append((r["n"], r["invad"] / r["native"]))
     for (backend, op), points in sorted(series.items()):
         points.sort()

@@ -112,3 +112,49 @@ def test_first_singular_matrix_of_a_batch_is_named(n):
     np.testing.assert_allclose(x[good], np.linalg.solve(a[good], b[good]), rtol=1e-10)
     _, info = ops.inv_ex(a)
     np.testing.assert_array_equal(info, expected)
+
+
+@pytest.mark.parametrize(
+    "op, params", [("solve_ex", {}), ("solve_ex", {"left": False}), ("inv_ex", {})]
+)
+def test_singular_matrices_in_a_small_batch_cost_getrf_calls_for_them_alone(
+    monkeypatch, op, params
+):
+    """One singular matrix used to send the whole batch into a loop of getrf calls; now only
+    the singular ones (here 3 of 5000) get LAPACK calls of their own, and their info is
+    getrf(A)'s: the first zero pivot of a zero row is at the last step."""
+    lapack_calls = []
+    original = numpy_backend.NumpyKernels._lapack
+
+    def counting(self, name, dtype):
+        fn = original(self, name, dtype)
+
+        def call(*args, **kwargs):
+            lapack_calls.append(name)
+            return fn(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(numpy_backend.NumpyKernels, "_lapack", counting)
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((5000, 4, 4))
+    a[[10, 2000, 4999], 1] = 0
+    ops = Ops(invad.install().backend, "cpu")
+    args = (a,) if op == "inv_ex" else (a, rng.standard_normal((5000, 4, 2)))
+    if params.get("left") is False:
+        args = (a, np.swapaxes(args[1], -1, -2))
+    value, info = getattr(ops, op)(*args, **params)
+    assert np.flatnonzero(info).tolist() == [10, 2000, 4999]
+    assert info[[10, 2000, 4999]].tolist() == [4, 4, 4]
+    assert lapack_calls.count("getrf") <= 2 * 3 and len(lapack_calls) <= 3 * 3
+    fine = np.ones(5000, dtype=bool)
+    fine[[10, 2000, 4999]] = False
+    assert (~np.isfinite(value[~fine])).any(axis=(-2, -1)).all()
+    if op == "inv_ex":
+        expected = np.linalg.inv(a[fine])
+    elif params.get("left") is False:  # x a = b is a^T x^T = b^T
+        at, bt = np.swapaxes(a[fine], -1, -2), np.swapaxes(args[1][fine], -1, -2)
+        expected = np.swapaxes(np.linalg.solve(at, bt), -1, -2)
+    else:
+        expected = np.linalg.solve(a[fine], args[1][fine])
+    np.testing.assert_allclose(value[fine], expected, rtol=1e-10, atol=1e-10)

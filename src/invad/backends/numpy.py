@@ -164,7 +164,7 @@ class NumpyKernels:
         a, b = np.broadcast_to(a, (*batch, *a.shape[-2:])), np.broadcast_to(b, x.shape)
         for i in zip(*np.nonzero(where)) if where.ndim else [()]:
             factor, _ = self.lu_factor(a[i])
-            x[i] = self.lu_solve(factor, b[i], trans)
+            x[i] = self.lu_solve(factor, np.array(b[i]), trans)  # a copy: f2py is slow on views
 
     def solve(
         self, a: np.ndarray, b: np.ndarray, trans: str = "N"
