@@ -52,9 +52,11 @@ def _apply_inverse_adjoint(la: Linalg, factor: Factor, rhs: Array, left: bool) -
 
 
 def _as_matrix_rhs(b: Array, vector: bool, left: bool) -> Array:
+    """A vector right-hand side (or its tangent, or the solution's cotangent, which carry the
+    batch of ``a``) as the one column (left) or one row (right) it stands for."""
     if not vector:
         return b
-    return b[..., None] if left else b[None, :]
+    return b[..., None] if left else b[..., None, :]
 
 
 def _from_matrix_rhs(x: Array, vector: bool, left: bool) -> Array:

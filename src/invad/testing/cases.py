@@ -49,6 +49,22 @@ _SOLVE_SHAPES = (
     Shape("empty-batch", ((0, 3, 3), (0, 3, 2))),
     Shape("empty-matrix", ((2, 0, 0), (2, 0, 1))),
     Shape("empty-rhs", ((3, 3), (3, 0))),
+    # The rest of the grid: left and right x vector and matrix b x batch shapes broadcast
+    # on either side or empty. A vector b (b.ndim == 1) is one column (left) or one row
+    # (right) against every matrix of a's batch.
+    Shape("a-broadcast", ((3, 3), (2, 4, 3, 2))),
+    Shape("b-broadcast", ((4, 3, 3), (3, 2))),
+    Shape("broadcast-vector", ((2, 1, 3, 3), (3,))),
+    Shape("empty-batch-vector", ((0, 3, 3), (3,))),
+    Shape("empty-batch-b-broadcast", ((0, 3, 3), (3, 2))),
+    Shape("right-single", ((3, 3), (2, 3)), {"left": False}),
+    Shape("right-batched-vector", ((4, 3, 3), (3,)), {"left": False}),
+    Shape("right-broadcast-vector", ((2, 1, 3, 3), (3,)), {"left": False}),
+    Shape("right-b-broadcast", ((4, 3, 3), (2, 3)), {"left": False}),
+    Shape("right-both-broadcast", ((2, 1, 3, 3), (5, 2, 3)), {"left": False}),
+    Shape("right-empty-batch", ((0, 3, 3), (0, 2, 3)), {"left": False}),
+    Shape("right-empty-batch-vector", ((0, 3, 3), (3,)), {"left": False}),
+    Shape("right-empty-rhs", ((3, 3), (0, 3)), {"left": False}),
 )
 
 SHAPES: dict[str, tuple[Shape, ...]] = {
