@@ -20,6 +20,7 @@ the left rule on the matrix and vector that NumPy's index reshape makes.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any, NamedTuple
 
 from ._linalg import Array, Factor, Linalg, broadcast_batch, cotangent_for, mH, mT
@@ -204,13 +205,26 @@ SOLVE_EX = SOLVE.with_info("solve_ex", "Solve with LAPACK-style `info` instead o
 def _tensorsolve_layout(
     a_shape: tuple[int, ...], b_ndim: int, axes: tuple[int, ...] | None
 ) -> tuple[list[int], tuple[int, ...]]:
-    """The permutation that moves ``axes`` of ``a`` last, and the shape of ``x``."""
+    """The permutation that moves ``axes`` of ``a`` last, and the shape of ``x``.
+
+    NumPy's rule, step for step: each axis named is moved last in turn (an axis
+    named twice ends where its last mention puts it), and ``x`` has the trailing
+    ``a.ndim - b.ndim`` axes of the moved ``a`` (all of them when the two have
+    as many axes).
+    """
     perm = list(range(len(a_shape)))
     for k in axes or ():
-        k = k % len(a_shape)
         perm.remove(k)
         perm.append(k)
-    return perm, tuple(a_shape[i] for i in perm[b_ndim:])
+    moved = tuple(a_shape[i] for i in perm)
+    return perm, moved[-(len(a_shape) - b_ndim) :]
+
+
+def _is_axis(k: Any, ndim: int) -> bool:
+    try:
+        return 0 <= operator.index(k) < ndim
+    except TypeError:
+        return False
 
 
 def _check_tensorsolve(
@@ -219,24 +233,20 @@ def _check_tensorsolve(
     check_dtype(xp, op, a=a, b=b)
     if axes is not None:
         axes = tuple(axes)
-        if any(not isinstance(k, int) or not -a.ndim <= k < a.ndim for k in axes) or len(
-            {k % a.ndim for k in axes}
-        ) != len(axes):
+        if any(isinstance(k, bool) or not _is_axis(k, a.ndim) for k in axes):
             raise ValueError(
-                f"invad.{op}: `axes` {axes!r} must be distinct axes of `a` (ndim {a.ndim})"
+                f"invad.{op}: `axes` {axes!r} must be axes of `a` (ndim {a.ndim}) counted "
+                "from 0, as numpy.linalg.tensorsolve takes them"
             )
-    if a.ndim <= b.ndim:
-        raise ValueError(
-            f"invad.{op}: `a` of shape {tuple(a.shape)} needs more dimensions than `b` of "
-            f"shape {tuple(b.shape)}"
-        )
-    perm, x_shape = _tensorsolve_layout(tuple(a.shape), b.ndim, axes)
-    lead = tuple(a.shape[i] for i in perm[: b.ndim])
-    if lead != tuple(b.shape) or math.prod(x_shape) != math.prod(b.shape):
+    _, x_shape = _tensorsolve_layout(tuple(a.shape), b.ndim, axes)
+    p = math.prod(x_shape)
+    if math.prod(a.shape) != p * p or math.prod(b.shape) != p:
         raise ValueError(
             f"invad.{op}: `a` of shape {tuple(a.shape)} (axes={axes!r}) does not fit `b` of "
-            f"shape {tuple(b.shape)}: the leading axes of `a` must equal b.shape and the "
-            f"remaining ones {x_shape} must have prod(b.shape) = {math.prod(b.shape)} elements"
+            f"shape {tuple(b.shape)}: x takes the last a.ndim - b.ndim axes of `a` (after "
+            f"moving `axes` last), shape {x_shape} with {p} elements, so `a` must have "
+            f"{p}**2 = {p * p} elements (it has {math.prod(a.shape)}) and `b` {p} "
+            f"(it has {math.prod(b.shape)})"
         )
 
 
@@ -311,12 +321,14 @@ TENSORSOLVE = Rule(
         adjoint="the solve adjoint on the reshaped matrix and vector, reshaped and permuted back",
         transpose="the solve transpose on the reshaped matrix and vector, reshaped and permuted",
         domain=(
-            "after moving `axes` last, a.shape = b.shape + x_shape with "
-            "prod(x_shape) == prod(b.shape) = P, and the P x P matrix nonsingular"
+            "after moving `axes` last, x_shape is the trailing a.ndim - b.ndim axes of a, "
+            "P = prod(x_shape), a.size == P**2, b.size == P (NumPy's rule: the leading axes "
+            "need not equal b.shape), and the P x P matrix nonsingular"
         ),
         singular=SOLVE.contract.singular,
         shapes=(
-            "No batch dimensions: NumPy's index rule, x.shape = a.shape[b.ndim:] after the move."
+            "No batch dimensions: NumPy's index rule, x.shape = a.shape[-(a.ndim - b.ndim):] "
+            "after the move; `axes` are non-negative, as NumPy takes them."
         ),
     ),
     check=_check_tensorsolve,
