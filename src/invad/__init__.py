@@ -42,7 +42,10 @@ def install(backend: str | None = None, *, device: Any = None) -> Ops:
     key = (name, _device_key(resolved))
     ops = _installed.get(key)
     if ops is None:
-        ops = _installed[key] = Ops(impl, resolved)
+        with REGISTRY.lock:  # one Ops per backend and device, however many threads ask
+            ops = _installed.get(key)
+            if ops is None:
+                ops = _installed[key] = Ops(impl, resolved)
     return ops
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,17 +51,28 @@ class _Entry:
 
 @dataclass
 class Registry:
+    """Backends by name. Safe under concurrent first use: discovery and each backend's
+    ``load`` run once, under :attr:`lock`, and their results are published (the flags
+    read without the lock) only once complete."""
+
     pm: pluggy.PluginManager = field(
         default_factory=lambda: pluggy.PluginManager(hookspecs.PROJECT)
     )
     entries: dict[str, _Entry] = field(default_factory=dict)
     _discovered: bool = False
+    #: Reentrant: a plugin's import or ``load`` may ask the registry for another backend.
+    lock: threading.RLock = field(default_factory=threading.RLock)
 
     def discover(self) -> None:
         """Register the built-in plugins and the entry points of group ``invad``, once."""
         if self._discovered:
             return
-        self._discovered = True
+        with self.lock:
+            if not self._discovered:
+                self._discover()
+                self._discovered = True
+
+    def _discover(self) -> None:
         self.pm.add_hookspecs(hookspecs)
         from . import __version__
 
@@ -124,11 +136,14 @@ class Registry:
     def _load(self, entry: _Entry) -> None:
         if entry.loaded or entry.backend is None:
             return
-        entry.loaded = True
-        try:
-            entry.backend.load()
-        except Exception as exc:
-            entry.error = exc
+        with self.lock:
+            if entry.loaded:
+                return
+            try:
+                entry.backend.load()
+            except Exception as exc:
+                entry.error = exc
+            entry.loaded = True
 
     def infos(self) -> list[BackendInfo]:
         self.discover()
