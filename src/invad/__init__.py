@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 # Import the subpackage `invad.backends` before defining the function `backends`
 # below: a first import of the subpackage later on would rebind the name.
 from . import backends as _builtin_backends  # noqa: F401
@@ -67,21 +69,30 @@ def rules() -> list[Contract]:
     return [rule.contract for rule in RULES.values()]
 
 
-def _ops_for(arrays: tuple[Any, ...]) -> Ops:
-    """The ops of the first array's backend that is not the NumPy default, else NumPy's.
+#: Inputs that belong to no framework: numpy.linalg converts them, others refuse them.
+_PLAIN = (list, tuple, int, float, complex)
+
+
+def _ops_for(arrays: tuple[Any, ...]) -> tuple[Ops, Any]:
+    """The ops of the first array's backend that is not the NumPy default, else NumPy's,
+    and that array (``None`` for NumPy).
 
     A NumPy constant next to a framework's array (a traced value, say) goes
-    to that framework, whichever argument it is.
+    to that framework, whichever argument it is. Lists and Python scalars
+    choose nothing: alone they go to NumPy, which converts them.
     """
-    chosen = None
+    chosen, like = None, None
     for x in arrays:
+        if isinstance(x, _PLAIN):
+            continue
         ops = _ops_by_type.get(type(x))
         if ops is None:
             ops = _ops_by_type[type(x)] = install(REGISTRY.owner_of(x).name)
         if chosen is None or chosen.name == DEFAULT_BACKEND:
-            chosen = ops
-    assert chosen is not None
-    return chosen
+            chosen, like = ops, x
+    if chosen is None:
+        return install(), None
+    return chosen, (None if chosen.name == DEFAULT_BACKEND else like)
 
 
 def _dispatching(name: str) -> Any:
@@ -89,8 +100,14 @@ def _dispatching(name: str) -> Any:
     inputs = rule.contract.inputs
 
     def op(*args: Any, **kwargs: Any) -> Any:
-        arrays = args[: len(inputs)] + tuple(kwargs[i] for i in inputs[len(args) :] if i in kwargs)
-        return getattr(_ops_for(arrays), name)(*args, **kwargs)
+        args = args[: len(inputs)] + tuple(
+            kwargs.pop(i) for i in inputs[len(args) :] if i in kwargs
+        )
+        ops, like = _ops_for(args)
+        if like is not None and any(type(x) is np.ndarray for x in args):
+            # NumPy operands join the other framework's array, on its device.
+            args = tuple(ops.backend.adopt(x, like) if type(x) is np.ndarray else x for x in args)
+        return getattr(ops, name)(*args, **kwargs)
 
     op.__name__ = op.__qualname__ = name
     op.__doc__ = (

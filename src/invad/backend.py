@@ -29,6 +29,8 @@ class Backend:
     #: False for frameworks that cannot raise on values (JAX traces): singular
     #: input then gives the framework's non-finite results, and ``_ex`` ops say where.
     raises_on_singular: ClassVar[bool] = True
+    #: How error messages name this backend's arrays (``"numpy.ndarray"``, ``"torch.Tensor"``).
+    array_type: ClassVar[str] = "its own arrays"
 
     def load(self) -> None:
         """Import the framework; raise (ImportError, RuntimeError, ...) if it cannot be used.
@@ -45,6 +47,28 @@ class Backend:
     def owns(self, x: Any) -> bool:
         """Whether ``x`` is an array of this framework. Must not import the framework."""
         raise NotImplementedError
+
+    def accept(self, op: str, names: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+        """The inputs of one op call as this backend's arrays, or ``TypeError``.
+
+        Called on each op call, before the rule's checks. By default every
+        input must be owned (:meth:`owns`): another framework's array, a list
+        or a Python scalar raises ``TypeError`` naming :attr:`array_type`. A
+        backend whose framework converts some inputs itself (NumPy takes lists,
+        JAX takes NumPy arrays) converts them here.
+        """
+        for name, x in zip(names, args):
+            if not self.owns(x):
+                raise TypeError(not_accepted(self, op, name, x))
+        return tuple(args)
+
+    def adopt(self, x: Any, like: Any) -> Any:
+        """A NumPy array met next to ``like`` (top-level dispatch), as this backend's array.
+
+        ``invad.solve(numpy_a, torch_b)`` goes to torch with ``numpy_a``
+        converted here, onto ``like``'s device, as the framework would convert it.
+        """
+        return self.from_numpy(x, self.device_of(like))
 
     def namespace(self) -> Any:
         """The framework's array API namespace (usually from ``array_api_compat``)."""
@@ -148,3 +172,18 @@ class Backend:
     def from_numpy(self, x: Any, device: Any) -> Any:
         """An array of this framework on ``device`` from a NumPy array (conformance checks)."""
         return self.namespace().asarray(x, device=device)
+
+
+def type_name(x: Any) -> str:
+    """``numpy.ndarray``, ``torch.Tensor``, ``list``: a value's type as users write it."""
+    cls = type(x)
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+
+
+def not_accepted(backend: Backend, op: str, name: str, x: Any) -> str:
+    return (
+        f"invad.{op}: `{name}` is a {type_name(x)}; the {backend.name!r} backend takes "
+        f"{backend.array_type}"
+    )

@@ -53,6 +53,7 @@ class Ops:
                 f"invad.{rule.name}: expected {len(rule.contract.inputs)} primals "
                 f"({', '.join(rule.contract.inputs)}), got {len(primals)}"
             )
+        primals = self.backend.accept(rule.name, rule.contract.inputs, primals)
         return checked_primal(rule, self.la, self.backend, primals, params)
 
     def jvp(
@@ -146,14 +147,16 @@ def checked_primal(
 
 def _functional_op(rule: Rule, la: Linalg, backend: Backend) -> Callable[..., Any]:
     """The plain op: :func:`checked_primal`, returning the value (and ``info`` for ``_ex``)."""
-    n_inputs = len(rule.contract.inputs)
+    name, inputs = rule.name, rule.contract.inputs
+    n_inputs = len(inputs)
+    accept = backend.accept
 
     def op(*args: Any, **kwargs: Any) -> Any:
         if len(args) != n_inputs:  # inputs passed by keyword: the slow, general path
             bound = rule.signature.bind(*args, **kwargs)
-            args = tuple(bound.arguments.pop(i) for i in rule.contract.inputs)
+            args = tuple(bound.arguments.pop(i) for i in inputs)
             kwargs = bound.arguments
-        result = checked_primal(rule, la, backend, args, kwargs)
+        result = checked_primal(rule, la, backend, accept(name, inputs, args), kwargs)
         return (result.value, result.info) if rule.returns_info else result.value
 
     op.__name__ = op.__qualname__ = rule.name

@@ -33,7 +33,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from ..backend import Backend
+from ..backend import Backend, not_accepted
 from ..hookspecs import hookimpl
 from ..ops import _check_same_device, op_docstring
 from ..rules import Factor, Linalg, Rule
@@ -159,6 +159,23 @@ class JaxBackend(Backend):
     name = "jax"
     native_ad = True
     raises_on_singular = False
+    array_type = "jax.Array (or NumPy arrays and scalars, as jax.numpy does)"
+
+    def accept(self, op: str, names: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+        """JAX arrays (tracers too) as they are, NumPy arrays and scalars converted as
+        ``jnp.linalg`` converts them; lists, as there, and other frameworks' arrays refuse."""
+        jax = _jax
+        out = []
+        for name, x in zip(names, args):
+            if not isinstance(x, jax.Array):
+                if not isinstance(x, (np.ndarray, np.generic, int, float, complex)):
+                    raise TypeError(not_accepted(self, op, name, x))
+                x = jax.numpy.asarray(x)
+            out.append(x)
+        return tuple(out)
+
+    def adopt(self, x: Any, like: Any) -> Any:
+        return _jax.numpy.asarray(x)  # as jax.numpy takes a NumPy operand next to a JAX one
 
     def load(self) -> None:
         global _jax
@@ -255,7 +272,6 @@ class JaxBackend(Backend):
 
 def _native_op(backend: JaxBackend, rule: Rule, la: Linalg) -> Callable[..., Any]:
     """The op as users call it: checks, then the jitted ``custom_jvp`` for its parameters."""
-    jax, jnp = _jax, _jax.numpy
     name, check, xp = rule.name, rule.check, la.xp
     inputs = rule.contract.inputs
     n_inputs = len(inputs)
@@ -268,7 +284,7 @@ def _native_op(backend: JaxBackend, rule: Rule, la: Linalg) -> Callable[..., Any
             bound = rule.signature.bind(*args, **kwargs)
             args = tuple(bound.arguments.pop(i) for i in inputs)
             kwargs = bound.arguments
-        args = tuple(x if isinstance(x, jax.Array) else jnp.asarray(x) for x in args)
+        args = backend.accept(name, inputs, args)
         params = {**defaults, **kwargs}
         check(xp, name, *args, **params)
         if n_inputs > 1:

@@ -26,19 +26,24 @@ calls) take each dtype's own LAPACK routine and report per element.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from numbers import Number
 from typing import Any
 
 import array_api_compat.numpy
 import numpy as np
 from numpy.linalg import _umath_linalg
 
-from ..backend import Backend
+from ..backend import Backend, not_accepted
 from ..hookspecs import hookimpl
 from ..rules import Factor
 from ..rules._linalg import broadcast_batch
 
 #: Matrices at least this large are factored once with LAPACK and the factors reused.
 LAPACK_MIN_N = 20
+
+#: What numpy.linalg turns into an array itself: nested sequences and scalars.
+_CONVERTIBLE = (list, tuple, Number, np.generic)
 
 #: getrs's ``trans`` argument for op(A) = A, A^T, A^H.
 _GETRS_TRANS = {"N": 0, "T": 1, "H": 2}
@@ -70,9 +75,9 @@ def _reduce_to(flags: np.ndarray, batch: tuple[int, ...]) -> np.ndarray:
     """``flags`` of a broadcast batch, or-ed down to the batch shape ``batch`` it came from."""
     lead = flags.ndim - len(batch)
     if lead:
-        flags = flags.any(axis=tuple(range(lead)))
+        flags = np.asarray(flags.any(axis=tuple(range(lead))))
     stretched = tuple(k for k, n in enumerate(batch) if n == 1 and flags.shape[k] != 1)
-    return flags.any(axis=stretched, keepdims=True) if stretched else flags
+    return np.asarray(flags.any(axis=stretched, keepdims=True)) if stretched else flags
 
 
 class NumpyKernels:
@@ -210,6 +215,21 @@ class NumpyKernels:
 class NumpyBackend(Backend):
     name = "numpy"
     native_ad = False
+    array_type = "numpy.ndarray (or nested lists and scalars, as numpy.linalg does)"
+
+    def accept(self, op: str, names: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+        """NumPy arrays as they are; lists, tuples and scalars converted, as numpy.linalg
+        converts them; another framework's array is a TypeError, not a silent copy."""
+        if all(type(x) is np.ndarray for x in args):  # the common case, on every call
+            return tuple(args)
+        out = []
+        for name, x in zip(names, args):
+            if not isinstance(x, np.ndarray):
+                if not isinstance(x, _CONVERTIBLE):
+                    raise TypeError(not_accepted(self, op, name, x))
+                x = np.asarray(x)
+            out.append(x)
+        return tuple(out)
 
     def load(self) -> None:
         import scipy.linalg  # noqa: F401  (the kernels need it)

@@ -347,7 +347,7 @@ def check_errors(h: Harness, op: str) -> Iterator[CheckResult]:
     if op == "tensorsolve":
         yield _expect(op, "axes do not fit", call(*good, axes=(0,)), ValueError, (op, "axes"))
         yield _expect(
-            op, "b does not fit", call(good[0], np.ones((3, 2))), ValueError, (op, "does not fit")
+            op, "b does not fit", call(good[0], np.ones((4, 2))), ValueError, (op, "does not fit")
         )
 
 

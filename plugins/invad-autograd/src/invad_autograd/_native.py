@@ -297,7 +297,7 @@ def native_op(rule: Rule, la: Linalg, backend: Backend) -> Callable[..., Any]:
             args = tuple(bound.arguments.pop(i) for i in rule.contract.inputs)
             kwargs = bound.arguments
         tape: list[Any] = []
-        plain = tuple(getval(x) for x in args)
+        plain = backend.accept(rule.name, rule.contract.inputs, tuple(getval(x) for x in args))
         primal = checked_primal(rule, _recording(la, tape), backend, plain, kwargs)
         out = value(*args, _Forward(primal, tuple(tape)), **kwargs)
         return (out, primal.info) if rule.returns_info else out

@@ -14,13 +14,14 @@ does, and reports a missing autograd as the reason the backend is unavailable.
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from numbers import Number
 from typing import Any
 
 import array_api_compat.numpy
 import numpy as np
 
-from invad.backend import Backend
+from invad.backend import Backend, not_accepted
 from invad.hookspecs import hookimpl
 from invad.rules import Linalg, Rule
 
@@ -28,6 +29,7 @@ from invad.rules import Linalg, Rule
 class AutogradBackend(Backend):
     name = "autograd"
     native_ad = True
+    array_type = "numpy.ndarray (or nested lists and scalars, as autograd.numpy.linalg does)"
 
     def load(self) -> None:
         import autograd  # noqa: F401  (raises ImportError when it is missing)
@@ -44,6 +46,18 @@ class AutogradBackend(Backend):
         # autograd's arrays are NumPy arrays, which invad's numpy backend owns; what
         # is autograd's own is the box it wraps them in while tracing (ArrayBox).
         return type(x).__module__.startswith("autograd.")
+
+    def accept(self, op: str, names: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+        """Unboxed inputs: NumPy arrays as they are; lists and scalars converted, as
+        autograd.numpy converts them; any other framework's array is a TypeError."""
+        out = []
+        for name, x in zip(names, args):
+            if not isinstance(x, np.ndarray):
+                if not isinstance(x, (list, tuple, Number, np.generic)):
+                    raise TypeError(not_accepted(self, op, name, x))
+                x = np.asarray(x)
+            out.append(x)
+        return tuple(out)
 
     def namespace(self) -> Any:
         return array_api_compat.numpy

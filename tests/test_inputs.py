@@ -1,0 +1,79 @@
+"""What an op does with inputs that are not its backend's arrays.
+
+- ``ops.*`` of a backend takes its own arrays, and converts what its
+  framework's linalg converts (NumPy: lists and scalars; JAX: NumPy arrays);
+  another framework's array, or a list where the framework refuses one, is a
+  ``TypeError`` naming the type expected, never an AttributeError or a
+  message about dtypes.
+- Top-level ``invad.solve(...)`` dispatches to the first non-NumPy array's
+  backend and converts NumPy operands to it.
+"""
+
+from __future__ import annotations
+
+import array_api_strict
+import numpy as np
+import pytest
+
+import invad
+from invad.testing import Harness
+
+#: Whether each backend's ops take NumPy arrays and lists as their framework's linalg does.
+TAKES_NUMPY = {"numpy": True, "jax": True, "autograd": True}
+TAKES_LISTS = {"numpy": True, "autograd": True}
+
+
+def foreign_arrays(harness: Harness) -> list:
+    """Arrays of frameworks other than the backend's own, that it does not convert."""
+    out = []
+    if not TAKES_NUMPY.get(harness.backend.name, False):
+        out.append(np.eye(2))
+    if harness.backend.name != "array-api-strict":
+        out.append(array_api_strict.eye(2, dtype=array_api_strict.float64))
+    return out
+
+
+def expected_type_message(harness: Harness, name: str, x) -> str:
+    kind = "list" if isinstance(x, list) else f"{type(x).__module__}.{type(x).__qualname__}"
+    return rf"invad\.solve: `{name}` is a {kind}; the '{harness.backend.name}' backend takes"
+
+
+def test_another_frameworks_array_is_a_type_error_naming_the_expected_type(harness: Harness):
+    own = harness.put(np.eye(2))
+    for x in foreign_arrays(harness):
+        with pytest.raises(TypeError, match=expected_type_message(harness, "a", x)):
+            harness.ops.solve(x, own)
+        with pytest.raises(TypeError, match=expected_type_message(harness, "b", x)):
+            harness.ops.solve(own, x)
+        with pytest.raises(TypeError, match=r"invad\.inv: `a` is a "):
+            harness.ops.inv(x)
+
+
+def test_lists_follow_the_frameworks_own_linalg(harness: Harness):
+    a, b = [[2.0, 1.0], [1.0, 3.0]], [1.0, 2.0]
+    if TAKES_LISTS.get(harness.backend.name, False):
+        np.testing.assert_allclose(harness.get(harness.ops.solve(a, b)), np.linalg.solve(a, b))
+        np.testing.assert_allclose(harness.get(harness.ops.inv(a)), np.linalg.inv(a))
+        return
+    with pytest.raises(TypeError, match=expected_type_message(harness, "a", a)):
+        harness.ops.solve(a, harness.put(np.array(b)))
+    with pytest.raises(TypeError, match=r"invad\.inv: `a` is a list"):
+        harness.ops.inv(a)
+
+
+def test_top_level_dispatch_converts_numpy_operands(harness: Harness):
+    a, b = np.array([[2.0, 1.0], [1.0, 3.0]]), np.array([1.0, 2.0])
+    expected = np.linalg.solve(a, b)
+    for args in ((a, harness.put(b)), (harness.put(a), b), (harness.put(a), harness.put(b))):
+        x = invad.solve(*args)
+        # autograd's arrays are NumPy arrays outside a trace: NumPy's ops take them there.
+        assert harness.backend.owns(x) or (
+            type(x) is np.ndarray and harness.backend.name in ("numpy", "autograd")
+        )
+        np.testing.assert_allclose(harness.get(x), expected, rtol=1e-6)
+
+
+def test_top_level_dispatch_of_lists_goes_to_numpy():
+    np.testing.assert_allclose(invad.solve([[2.0, 0.0], [0.0, 4.0]], [1.0, 1.0]), [0.5, 0.25])
+    with pytest.raises(TypeError, match=r"no installed backend owns arrays of type builtins\.set"):
+        invad.inv({1.0})
