@@ -259,7 +259,7 @@ LU_SHAPES = [
 @pytest.mark.parametrize("dtype", ["float64", "complex128", "float32", "complex64"])
 @pytest.mark.parametrize("shape", LU_SHAPES, ids=lambda s: s.id)
 @pytest.mark.parametrize("check", [checks.check_forward, checks.check_jvp, checks.check_vjp])
-def test_per_matrix_lu_path_passes_the_checks(cupy, monkeypatch, check, shape, dtype):
+def test_per_matrix_lu_path_passes_the_checks(cupy, check, shape, dtype):
     """With CuPy's batched cut-off at 0 every stack goes through cuSOLVER getrf/getrs per matrix."""
     import cupy.cublas
 
