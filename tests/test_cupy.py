@@ -21,8 +21,9 @@ from invad.ops import Ops
 from invad.testing import Harness, checks
 from invad.testing.cases import Shape, well_conditioned
 
-#: Large enough for the per-matrix LU path on stacks of matrices.
-BIG = cupy_backend.BATCHED_MAX_N + 1
+#: Large enough for the per-matrix LU path on stacks of matrices: one more than CuPy's
+#: default ``cupy.cublas.get_batched_gesv_limit()``, 256.
+BIG = 257
 
 
 def gpu_count(cupy) -> int:
@@ -258,13 +259,19 @@ LU_SHAPES = [
 @pytest.mark.parametrize("dtype", ["float64", "complex128", "float32", "complex64"])
 @pytest.mark.parametrize("shape", LU_SHAPES, ids=lambda s: s.id)
 @pytest.mark.parametrize("check", [checks.check_forward, checks.check_jvp, checks.check_vjp])
-def test_per_matrix_lu_path_passes_the_checks(cupy, monkeypatch, check, shape, dtype):
-    """With the batched cut-off at 0 every stack goes through cuSOLVER getrf/getrs per matrix."""
-    monkeypatch.setattr(cupy_backend, "BATCHED_MAX_N", 0)
-    h = Harness("cupy")
-    for op in ("solve", "solve_ex"):
-        result = check(h, op, shape, dtype, np.random.default_rng(3))
-        assert result.passed, result
+def test_per_matrix_lu_path_passes_the_checks(cupy, check, shape, dtype):
+    """With CuPy's batched cut-off at 0 every stack goes through cuSOLVER getrf/getrs per matrix."""
+    import cupy.cublas
+
+    limit = cupy.cublas.get_batched_gesv_limit()
+    cupy.cublas.set_batched_gesv_limit(0)
+    try:
+        h = Harness("cupy")
+        for op in ("solve", "solve_ex"):
+            result = check(h, op, shape, dtype, np.random.default_rng(3))
+            assert result.passed, result
+    finally:
+        cupy.cublas.set_batched_gesv_limit(limit)
 
 
 def test_batched_path_agrees_with_cupy_solve(cupy):

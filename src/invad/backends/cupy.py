@@ -3,46 +3,74 @@
 CuPy has no AD engine, so, as for NumPy, the ops are the rules' functional
 ops. cupy is imported only in :meth:`CupyBackend.load`, which says which of
 the two requirements is missing: cupy itself (``ImportError``) or a CUDA
-device that cupy can see (``RuntimeError``).
+device that cupy can see (``RuntimeError``). ``load`` binds the modules that
+the kernels use, ``cupy`` and ``cupyx``, to this module's globals; the
+kernels take them as parameters, so that tests without a GPU can run the same
+code on stand-ins (``tests/test_cupy_standin.py``: logic coverage only).
 
-Kernels. What CuPy documents, and what it does not:
+What CuPy offers, read from its source (v13 and v14):
 
 - ``cupyx.scipy.linalg.lu_factor`` / ``lu_solve`` (cuSOLVER ``getrf`` /
-  ``getrs``) take one ``(M, M)`` matrix: they are not batched. ``lu_factor``
-  returns ``(lu, piv)`` with 0-based pivots and no ``info`` (it only warns);
-  ``lu_solve`` takes ``trans`` 0, 1 or 2 (``a``, ``a^T``, ``a^H``).
-- CuPy's reference documents no batched LU factor or solve. Its cuBLAS
-  batched ``getrf``/``getrs`` run inside ``cupy.linalg.solve`` and
-  ``cupy.linalg.inv`` on stacks of matrices; the raw bindings behind them
-  (``cupy.cuda.cublas``, ``cupy.cublas``) are internals this backend does
-  not call.
-- ``cupy.linalg.solve`` and ``cupy.linalg.inv`` do not check for singular
-  matrices unless ``cupyx.errstate(linalg="raise")`` is in effect, and then
-  raise ``numpy.linalg.LinAlgError`` (CuPy raises NumPy's exception class).
+  ``getrs``) take one matrix, not a batch. ``lu_factor`` copies its input to
+  Fortran order, so it factors ``A`` itself; it returns 0-based pivots and
+  no ``info``, and warns on a zero pivot. ``lu_solve`` takes ``trans`` 0, 1
+  or 2 (``A``, ``A^T``, ``A^H``).
+- ``cupy.linalg.solve`` on a stack of matrices with ``n`` at most
+  ``cupy.cublas.get_batched_gesv_limit()`` (256 unless the user sets it) is
+  one cuBLAS ``getrfBatched``/``getrsBatched`` call on a column-major copy
+  of ``A``: it factors ``A`` itself. Above the limit it loops over the batch.
+- ``cupy.linalg.inv`` factors ``A^T`` whenever its input is C-ordered: the
+  2-D case solves ``gesv(a.T, I)``, a stack goes C-ordered into the
+  column-major ``getrfBatched``. Given ``A`` Fortran-ordered (2-D), or
+  ``A^T`` as a view (a stack: ``inv(a.mT).mT``), it factors ``A``.
+- These routines check for a zero pivot only under
+  ``cupyx.errstate(linalg="raise")`` (thread-local), and then raise
+  ``numpy.linalg.LinAlgError``; otherwise a singular matrix gives
+  non-finite values in its own batch element only.
 
-So, as the NumPy backend does with SciPy and NumPy:
+Paths. ``limit`` is ``cupy.cublas.get_batched_gesv_limit()``, read at each
+call, so ``set_batched_gesv_limit`` moves both CuPy's and invad's cut-off:
 
-- one matrix (``a.ndim == 2``) and stacks of matrices larger than
-  :data:`BATCHED_MAX_N`: factored with ``cupyx.scipy.linalg.lu_factor``, one
-  call per matrix (a Python loop over the batch), and the factors kept, so
-  the solves of a derivative reuse them through ``lu_solve`` (one call for a
-  single matrix, all right-hand sides packed as columns; one call per matrix
-  otherwise);
-- stacks of matrices up to :data:`BATCHED_MAX_N`: one batched
-  ``cupy.linalg.solve`` (or ``cupy.linalg.inv``) under
-  ``cupyx.errstate(linalg="raise")``. A Python loop of cuSOLVER calls over a
-  large batch of small matrices costs far more than factoring them again in
-  one batched call, so their "factorization" is the matrix itself and each
-  derivative solve is another batched ``cupy.linalg.solve``. If a matrix is
-  singular, CuPy raises; the batch is then factored with invad's portable
-  LU, vectorised over the batch, to find ``info`` exactly;
-- ``info`` is LAPACK ``getrf``'s: the first ``k`` with ``U[k-1, k-1] == 0``,
-  read off the diagonal of the factors, else 0.
+- one matrix (``a.ndim == 2``), and stacks with ``n > limit``: each matrix
+  factored with ``lu_factor`` (a Python loop over the batch; each call
+  synchronizes, as ``lu_factor`` reads cuSOLVER's ``info``), the factors
+  kept, and every solve of a derivative made from them with ``lu_solve``
+  (one call for a single matrix, all right-hand sides packed as columns; one
+  call per matrix otherwise). ``info`` is read off ``U``'s diagonal: exactly
+  cuSOLVER ``getrf``'s for ``A``. ``inv`` of one matrix is
+  ``cupy.linalg.inv`` on a Fortran-ordered ``A`` (cuSOLVER ``getrf`` of
+  ``A``); of a stack above the limit, ``lu_factor`` and ``lu_solve`` per
+  matrix, as ``solve``.
+- stacks with ``n <= limit``: batched calls only. ``solve`` is one
+  ``cupy.linalg.solve`` under ``errstate(linalg="raise")``; the "factor" kept
+  is the matrix itself, and each derivative solve is one more batched
+  ``cupy.linalg.solve`` (a loop of cuSOLVER calls over a large batch of
+  small matrices costs more than factoring them again in one call). A right
+  solve (``left=False``) hands CuPy ``A^T``, so a second batched call on
+  ``A`` with one right-hand side decides whether ``getrf(A)`` meets a zero
+  pivot: twice the factorization work of a left solve, in the forward only.
+  An empty ``b`` makes that one check call. ``inv`` is
+  ``cupy.linalg.inv(a.mT).mT`` under ``errstate(linalg="raise")``.
+- where a batched call raises, some matrix is singular: the values are
+  computed again without the check (the other matrices' results are the
+  same as without the singular one), and ``info`` comes from invad's
+  portable LU (:func:`~invad.rules._linalg.portable_lu_factor`), vectorised
+  over the batch. Derivatives stay batched calls.
 
-:data:`BATCHED_MAX_N` is CuPy's own cut-off: up to it ``cupy.linalg.solve``
-uses the cuBLAS batched routines, above it it loops over the batch with
-cuSOLVER itself, so looping here loses nothing and keeps the factors. It is
-not a measured crossover: no GPU was at hand when this was written.
+``info`` and the errors. ``info`` is LAPACK ``getrf``'s for ``A`` itself,
+never for ``A^T``; ``inv``/``solve`` raise exactly where it is nonzero, and
+``inv_ex`` and ``solve_ex`` give the same ``info``. On the per-matrix paths
+it is cuSOLVER's own. On the batched paths CuPy decides *whether* a batch
+holds a singular matrix (cuBLAS ``getrfBatched`` of ``A``), the portable LU
+*which* and at which step: it runs LAPACK's unblocked algorithm, so on
+exact zero pivots that any elimination order produces (a zero column, two
+equal rows) it agrees with cuBLAS; a pivot that is zero only through
+rounding can come out differently, as between two LAPACK builds, and for
+complex matrices the two agree on the pivot row only where the portable LU
+compares ``|Re| + |Im|``, as LAPACK does.
+
+Nothing here is timed: no GPU was at hand when this was written, and the
+GPU path is tested only by ``tests/test_cupy.py`` on a machine with one.
 
 Devices. CuPy computes on its *current device* and refuses arrays that live
 on another one. Every op, and ``ops.jvp/vjp``, runs with its first input's
@@ -67,14 +95,13 @@ import numpy as np
 from ..backend import Backend
 from ..hookspecs import hookimpl
 from ..rules import Factor, Linalg, Rule
-from ..rules._linalg import Trans, broadcast_batch, portable_lu_factor, portable_lu_solve
-
-#: Largest ``n`` for which stacks of ``n x n`` matrices go through CuPy's batched solver.
-BATCHED_MAX_N = 256
+from ..rules._linalg import Trans, broadcast_batch, portable_lu_factor
 
 _TRANS = {"N": 0, "T": 1, "H": 2}
 
-_cupy: Any = None  # the cupy module, after CupyBackend.load()
+# The modules the kernels use, bound by CupyBackend.load().
+_cupy: Any = None
+_cupyx: Any = None
 
 
 def _op(a: Any, trans: Trans) -> Any:
@@ -84,9 +111,34 @@ def _op(a: Any, trans: Trans) -> Any:
     return at.conj() if trans == "H" else at
 
 
-def _getrf_info(lu: Any) -> Any:
+# -- cuSOLVER's zero-pivot warning ------------------------------------------------
+# lu_factor warns "Diagonal number k is exactly zero" on a singular matrix; the
+# _ex ops expect singular input and report it in info. warnings.catch_warnings
+# swaps the process-wide filter list, which races with other threads (one thread
+# per GPU is common with CuPy). Instead, invad calls the function that warns
+# (cupyx's _lu_factor, whose warning is attributed to its caller) and keeps one
+# filter in place that matches only warnings attributed to this module: users'
+# own lu_factor calls still warn.
+
+_ZERO_PIVOT_MESSAGE = r"Diagonal number \d+ is exactly zero"
+_ZERO_PIVOT_FILTER = (
+    "ignore",
+    re.compile(_ZERO_PIVOT_MESSAGE, re.IGNORECASE),
+    RuntimeWarning,
+    re.compile(re.escape(__name__) + r"\Z"),
+    0,
+)
+
+
+def _quiet_zero_pivots() -> None:
+    """Put the filter first (again, if a ``catch_warnings`` elsewhere dropped or buried it)."""
+    if not warnings.filters or warnings.filters[0] != _ZERO_PIVOT_FILTER:
+        _, message, category, module, _ = _ZERO_PIVOT_FILTER
+        warnings.filterwarnings("ignore", message.pattern, category, module.pattern)
+
+
+def _getrf_info(cupy: Any, lu: Any) -> Any:
     """LAPACK ``info`` of packed LU factors: the first ``k`` with ``U[k-1, k-1] == 0``, else 0."""
-    cupy = _cupy
     batch = lu.shape[:-2]
     if lu.size == 0:
         return cupy.zeros(batch, dtype=cupy.int32)
@@ -96,38 +148,62 @@ def _getrf_info(lu: Any) -> Any:
 
 
 class CupyKernels:
-    """``lu_factor``, ``lu_solve``, ``solve`` and ``inv`` over CuPy arrays (module docstring)."""
+    """``lu_factor``, ``lu_solve``, ``solve`` and ``inv`` over CuPy arrays (module docstring).
 
-    def __init__(self, xp: Any) -> None:
-        import cupyx
-        import cupyx.scipy.linalg
+    ``xp`` is the array API namespace (for the portable LU), ``cupy`` and
+    ``cupyx`` the modules (or stand-ins with the same attributes).
+    """
 
+    def __init__(self, xp: Any, cupy: Any, cupyx: Any) -> None:
         self._xp = xp
+        self._cupy = cupy
         self._cupyx = cupyx
-        self._scipy_linalg = cupyx.scipy.linalg
+        linalg = cupyx.scipy.linalg
+        self._lu_solve = linalg.lu_solve
+        # cupyx's lu_factor is `return _lu_factor(a, overwrite_a, check_finite)`; calling
+        # _lu_factor directly puts this module at the warning's stack level (see above).
+        # Should a CuPy release drop it, the public lu_factor's warning goes through.
+        private = getattr(getattr(linalg, "_decomp_lu", None), "_lu_factor", None)
+        self._getrf: Callable[[Any, bool, bool], tuple[Any, Any]] = (
+            private if callable(private) else linalg.lu_factor
+        )
+
+    # -- routing ------------------------------------------------------------------
+
+    def batched_limit(self) -> int:
+        """CuPy's cut-off for its batched solver, ``cupy.cublas.get_batched_gesv_limit()``."""
+        return int(self._cupy.cublas.get_batched_gesv_limit())
 
     def _batched(self, a: Any) -> bool:
-        return a.ndim > 2 and a.shape[-1] <= BATCHED_MAX_N
+        return a.ndim > 2 and a.shape[-1] <= self.batched_limit()
+
+    def _linalg_errors(self, check: bool) -> AbstractContextManager[Any]:
+        """``errstate(linalg="raise")`` to detect a zero pivot; ``"ignore"`` elsewhere.
+
+        Explicit both ways: a user's ``cupyx.seterr(linalg="raise")`` must not make
+        a derivative raise, nor synchronize each call to read ``info``.
+        """
+        return self._cupyx.errstate(linalg="raise" if check else "ignore")
+
+    # -- one matrix at a time: cuSOLVER getrf / getrs ---------------------------------
 
     def lu_factor(self, a: Any) -> tuple[Factor, Any]:
-        """cuSOLVER ``getrf`` on each matrix of the batch; ``info`` from the diagonal of ``U``."""
-        cupy = _cupy
+        """cuSOLVER ``getrf`` of each matrix ``A`` of the batch; ``info`` from ``U``'s diagonal."""
+        cupy = self._cupy
         batch, n = a.shape[:-2], a.shape[-1]
         # Each factor column-major, as cuSOLVER stores it, so lu_solve need not copy it.
         lu = cupy.empty((*batch, n, n), dtype=a.dtype).swapaxes(-1, -2)
         piv = cupy.empty((*batch, n), dtype=cupy.int32)
         if a.size:
-            lu_factor = self._scipy_linalg.lu_factor
-            with warnings.catch_warnings():
-                # Singular input is expected (the _ex ops); info reports it.
-                warnings.filterwarnings("ignore", "Diagonal number", RuntimeWarning)
-                for i in np.ndindex(*batch):
-                    lu[i], piv[i] = lu_factor(a[i], check_finite=False)
-        return Factor(a, lu, piv), _getrf_info(lu)
+            getrf = self._getrf
+            _quiet_zero_pivots()
+            for i in np.ndindex(*batch):
+                lu[i], piv[i] = getrf(a[i], False, False)  # (a, overwrite_a, check_finite)
+        return Factor(a, lu, piv), _getrf_info(cupy, lu)
 
     def lu_solve(self, factor: Factor, b: Any, trans: Trans = "N") -> Any:
         """``op(A)^-1 b`` from the factors, or by a batched solve where ``a`` was not factored."""
-        cupy = _cupy
+        cupy = self._cupy
         if factor.lu is None:
             return self._batched_solve(factor.a, b, trans)
         lu, piv = factor.lu, factor.pivots.astype(cupy.int32, copy=False)
@@ -136,25 +212,28 @@ class CupyKernels:
         batch = broadcast_batch(tuple(lu.shape[:-2]), tuple(b.shape[:-2]))
         if b.size == 0 or lu.size == 0:
             return cupy.zeros((*batch, *b.shape[-2:]), dtype=dtype)
-        lu_solve = self._scipy_linalg.lu_solve
+        lu_solve = self._lu_solve
         code = _TRANS[trans]
         lu = lu.astype(dtype, copy=False)
         b = b.astype(dtype, copy=False)
-        if lu.ndim == 2:  # one matrix: every right-hand side of the batch in one call
-            cols = cupy.moveaxis(b, -2, 0).reshape(n, -1)
-            x = lu_solve((lu, piv), cols, trans=code, check_finite=False)
-            return cupy.moveaxis(x.reshape(n, *b.shape[:-2], b.shape[-1]), 0, -2)
-        lu = cupy.broadcast_to(lu, (*batch, n, n))
-        piv = cupy.broadcast_to(piv, (*batch, n))
-        b = cupy.broadcast_to(b, (*batch, *b.shape[-2:]))
-        x = cupy.empty(b.shape, dtype=dtype)
-        for i in np.ndindex(*batch):
-            x[i] = lu_solve((lu[i], piv[i]), b[i], trans=code, check_finite=False)
+        with self._linalg_errors(check=False):
+            if lu.ndim == 2:  # one matrix: every right-hand side of the batch in one call
+                cols = cupy.moveaxis(b, -2, 0).reshape(n, -1)
+                x = lu_solve((lu, piv), cols, trans=code, check_finite=False)
+                return cupy.moveaxis(x.reshape(n, *b.shape[:-2], b.shape[-1]), 0, -2)
+            lu = cupy.broadcast_to(lu, (*batch, n, n))
+            piv = cupy.broadcast_to(piv, (*batch, n))
+            b = cupy.broadcast_to(b, (*batch, *b.shape[-2:]))
+            x = cupy.empty(b.shape, dtype=dtype)
+            for i in np.ndindex(*batch):
+                x[i] = lu_solve((lu[i], piv[i]), b[i], trans=code, check_finite=False)
         return x
 
-    def _batched_solve(self, a: Any, b: Any, trans: Trans) -> Any:
-        """``op(a)^-1 b`` by ``cupy.linalg.solve``, batch dimensions broadcast first."""
-        cupy = _cupy
+    # -- stacks of small matrices: cuBLAS batched calls ------------------------------
+
+    def _batched_solve(self, a: Any, b: Any, trans: Trans, *, check: bool = False) -> Any:
+        """``op(a)^-1 b`` by one ``cupy.linalg.solve``; ``check``: raise on a zero pivot."""
+        cupy = self._cupy
         dtype = cupy.result_type(a.dtype, b.dtype)
         n = a.shape[-1]
         batch = broadcast_batch(tuple(a.shape[:-2]), tuple(b.shape[:-2]))
@@ -162,38 +241,72 @@ class CupyKernels:
         if a.size == 0 or b.size == 0:
             return cupy.zeros(shape, dtype=dtype)
         a = cupy.broadcast_to(_op(a, trans).astype(dtype, copy=False), (*batch, n, n))
-        return cupy.linalg.solve(a, cupy.broadcast_to(b.astype(dtype, copy=False), shape))
+        b = cupy.broadcast_to(b.astype(dtype, copy=False), shape)
+        with self._linalg_errors(check):
+            return cupy.linalg.solve(a, b)
+
+    def _has_zero_pivot(self, a: Any) -> bool:
+        """Whether cuBLAS ``getrfBatched`` of ``A`` itself meets a zero pivot (one batched call)."""
+        cupy = self._cupy
+        try:
+            self._batched_solve(a, cupy.zeros((*a.shape[:-1], 1), dtype=a.dtype), "N", check=True)
+        except np.linalg.LinAlgError:
+            return True
+        return False
+
+    def _portable_info(self, a: Any) -> Any:
+        """Which matrices are singular, and at which step: the portable LU over the batch."""
+        return portable_lu_factor(self._xp, a)[1]
 
     def solve(self, a: Any, b: Any, trans: Trans = "N") -> tuple[Factor, Any, Any]:
-        cupy = _cupy
-        if self._batched(a) and a.size and b.size:
-            try:
-                with self._cupyx.errstate(linalg="raise"):
-                    x = self._batched_solve(a, b, trans)
+        cupy = self._cupy
+        if not self._batched(a):
+            factor, info = self.lu_factor(a)
+            return factor, self.lu_solve(factor, b, trans), info
+        factor = Factor(a, None, None)  # not factored: each derivative solve is batched too
+        info = cupy.zeros(a.shape[:-2], dtype=cupy.int32)
+        if a.size == 0:
+            return factor, self._batched_solve(a, b, trans), info
+        if trans == "N" and b.size:
+            try:  # cuBLAS factors A itself here: its zero pivots are getrf(A)'s
+                return factor, self._batched_solve(a, b, "N", check=True), info
             except np.linalg.LinAlgError:
-                # Some matrix is singular: factor the batch, vectorised, to say which.
-                factor, info = portable_lu_factor(self._xp, a)
-                return factor, portable_lu_solve(self._xp, factor, b, trans), info
-            return Factor(a, None, None), x, cupy.zeros(a.shape[:-2], dtype=cupy.int32)
-        factor, info = self.lu_factor(a)
-        return factor, self.lu_solve(factor, b, trans), info
+                singular = True
+        else:  # CuPy would factor op(A), or nothing (empty b): ask about A itself
+            singular = self._has_zero_pivot(a)
+        if singular:
+            info = self._portable_info(a)
+        return factor, self._batched_solve(a, b, trans), info
 
     def inv(self, a: Any) -> tuple[Any, Any]:
-        cupy = _cupy
+        cupy = self._cupy
         batch, n = a.shape[:-2], a.shape[-1]
+        info = cupy.zeros(batch, dtype=cupy.int32)
         if a.size == 0:
-            return cupy.zeros(a.shape, dtype=a.dtype), cupy.zeros(batch, dtype=cupy.int32)
+            return cupy.zeros(a.shape, dtype=a.dtype), info
+        if a.ndim > 2 and not self._batched(a):  # as solve: cuSOLVER per matrix, factors kept
+            factor, info = self.lu_factor(a)
+            return self.lu_solve(factor, cupy.eye(n, dtype=a.dtype), "N"), info
+        if a.ndim == 2:
+
+            def inverse(check: bool) -> Any:  # Fortran order: cuSOLVER getrf of A, not A^T
+                with self._linalg_errors(check):
+                    return cupy.linalg.inv(cupy.asfortranarray(a))
+
+        else:
+
+            def inverse(check: bool) -> Any:  # A^T C-ordered is A column-major: getrfBatched(A)
+                with self._linalg_errors(check):
+                    return cupy.linalg.inv(a.swapaxes(-1, -2)).swapaxes(-1, -2)
+
         try:
-            with self._cupyx.errstate(linalg="raise"):
-                return cupy.linalg.inv(a), cupy.zeros(batch, dtype=cupy.int32)
+            return inverse(check=True), info
         except np.linalg.LinAlgError:
-            pass  # some matrix is singular: factor them to say which, as getrf would
-        eye = cupy.eye(n, dtype=a.dtype)
-        if self._batched(a):
-            factor, info = portable_lu_factor(self._xp, a)
-            return portable_lu_solve(self._xp, factor, eye, "N"), info
-        factor, info = self.lu_factor(a)
-        return self.lu_solve(factor, eye, "N"), info
+            pass  # some matrix is singular: say which, as getrf of A would
+        if a.ndim == 2:
+            factor, info = self.lu_factor(a)
+            return self.lu_solve(factor, cupy.eye(n, dtype=a.dtype), "N"), info
+        return inverse(check=False), self._portable_info(a)
 
 
 class CupyBackend(Backend):
@@ -205,7 +318,7 @@ class CupyBackend(Backend):
         self._devices: dict[int, Any] = {}  # one cupy.cuda.Device per id: stable install keys
 
     def load(self) -> None:
-        global _cupy
+        global _cupy, _cupyx
         try:
             import cupy
         except ModuleNotFoundError as exc:
@@ -229,10 +342,12 @@ class CupyBackend(Backend):
                 "(cupy.cuda.runtime.getDeviceCount() == 0)"
             )
         import array_api_compat.cupy  # noqa: F401  (the namespace)
-        import cupyx.scipy.linalg  # noqa: F401  (the kernels)
+        import cupy.cublas  # get_batched_gesv_limit: `import cupy` does not import it
+        import cupyx
+        import cupyx.scipy.linalg  # the kernels
 
         self._device_count = count
-        _cupy = cupy
+        _cupy, _cupyx = cupy, cupyx
 
     def version(self) -> str | None:
         return str(_cupy.__version__)
@@ -293,7 +408,7 @@ class CupyBackend(Backend):
         return nullcontext()
 
     def kernels(self, device: Any) -> CupyKernels:
-        return CupyKernels(self.namespace())
+        return CupyKernels(self.namespace(), _cupy, _cupyx)
 
     def raise_if_singular(self, op: str, shape: tuple[int, ...], info: Any) -> None:
         if info.size and bool(info.any()):  # one reduction and one sync in the common case
