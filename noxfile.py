@@ -24,6 +24,14 @@ nox.options.sessions = [
 
 TORCH_PIN = ("-c", "constraints/torch.txt")
 
+#: The tests every backend's session runs on its backend (tests-numpy runs all of tests/).
+EVERY_BACKEND = (
+    "tests/test_singular.py",
+    "tests/test_tensorsolve.py",
+    "tests/test_inputs.py",
+    "tests/test_threads.py",
+)
+
 
 def pytest(
     session: nox.Session, backend: str, *paths: str, env: dict[str, str] | None = None
@@ -56,7 +64,7 @@ def tests_strict(session: nox.Session) -> None:
     """The rules over array-api-strict, through its plugin: proof that the core is agnostic."""
     session.install(".[test]", "./plugins/invad-strict")
     conformance(session, "array-api-strict")
-    pytest(session, "array-api-strict", "tests/test_devices.py")
+    pytest(session, "array-api-strict", "tests/test_devices.py", *EVERY_BACKEND)
 
 
 # Issue-tracker name of the same session: a plugin author's view of invad-strict.
@@ -68,6 +76,7 @@ def tests_autograd_plugin(session: nox.Session) -> None:
     """The third-party autograd backend: its own tests, then the conformance kit on it."""
     session.install(".[test]", "./plugins/invad-autograd")
     session.run("pytest", "-q", "plugins/invad-autograd", *session.posargs)
+    pytest(session, "autograd", *EVERY_BACKEND)
     conformance(session, "autograd")
 
 
@@ -75,7 +84,7 @@ def tests_autograd_plugin(session: nox.Session) -> None:
 def tests_torch(session: nox.Session) -> None:
     """The torch backend (CPU build pinned), its device contract with `meta`, then the kit."""
     session.install(*TORCH_PIN, ".[test,torch]")
-    pytest(session, "torch", "tests/test_torch.py", "tests/test_devices.py")
+    pytest(session, "torch", "tests/test_torch.py", "tests/test_devices.py", *EVERY_BACKEND)
     conformance(session, "torch")
 
 
@@ -89,7 +98,7 @@ def tests_jax(session: nox.Session) -> None:
     """
     session.install(".[test,jax]")
     x64 = {"JAX_ENABLE_X64": "1"}
-    pytest(session, "jax", "tests/test_jax.py", env=x64)
+    pytest(session, "jax", "tests/test_jax.py", *EVERY_BACKEND, env=x64)
     two_devices = {**x64, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     pytest(session, "jax", "tests/test_devices.py", env=two_devices)
     conformance(session, "jax", env=x64)
@@ -122,7 +131,7 @@ def tests_cupy(session: nox.Session) -> None:
             "no CUDA GPU visible (nvidia-smi found no device): the CuPy backend's tests need one"
         )
     session.install(".[test,cupy]")  # cupy-cuda12x
-    pytest(session, "cupy", "tests/test_cupy.py", "tests/test_devices.py")
+    pytest(session, "cupy", "tests/test_cupy.py", "tests/test_devices.py", *EVERY_BACKEND)
     conformance(session, "cupy")
 
 

@@ -311,6 +311,7 @@ class CupyKernels:
 
 class CupyBackend(Backend):
     name = "cupy"
+    array_type = "cupy.ndarray"
     native_ad = False
 
     def __init__(self) -> None:
