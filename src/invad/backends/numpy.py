@@ -146,8 +146,8 @@ class NumpyKernels:
     def _batched_solve(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """``a^-1 b`` over a batch in one C loop; NaN in the elements where ``a`` is singular."""
         dtype = np.result_type(a, b)
-        batch = broadcast_batch(a.shape[:-2], b.shape[:-2])
         if b.size == 0 or a.size == 0:
+            batch = broadcast_batch(a.shape[:-2], b.shape[:-2])
             return np.zeros((*batch, *b.shape[-2:]), dtype)
         c = _CHAR[dtype]
         with _quiet():
@@ -178,6 +178,8 @@ class NumpyKernels:
             factor, info = self.lu_factor(a)
             return factor, self.lu_solve(factor, b, trans), info
         x = self._batched_solve(_op(a, trans), b)
+        if trans == "N" and np.isfinite(x).all():  # the common case: nothing singular
+            return Factor(a, None, None), x, np.zeros(a.shape[:-2], dtype=np.int32)
         bad_x = _nonfinite(x, x.ndim - 2)
         singular = _reduce_to(bad_x, a.shape[:-2])
         if trans != "N" and a.size:
@@ -204,9 +206,9 @@ class NumpyKernels:
         c = _CHAR[a.dtype]
         with _quiet():
             inverse = _umath_linalg.inv(a, signature=f"{c}->{c}")
-        bad = _nonfinite(inverse, a.ndim - 2)
-        if not bad.any():
+        if np.isfinite(inverse).all():  # the common case: nothing singular
             return inverse, np.zeros(a.shape[:-2], dtype=np.int32)
+        bad = _nonfinite(inverse, a.ndim - 2)
         info = self._getrf_info(a, bad)
         self._redo_with_getrf(a, np.eye(n, dtype=a.dtype), inverse, "N", bad)
         return inverse, info
