@@ -10,7 +10,10 @@ combination of the op's static parameters (``left``, ``ind``, ``axes``):
   itself, in its own convention (the linear transpose, see the docs), and
   every higher order by differentiating the JVP rule again;
 - ``info`` of the ``_ex`` ops is an integer output with a symbolic-zero
-  (``float0``) tangent.
+  (``float0``) tangent;
+- inside ``jax.shard_map`` (``check_vma=True``) the operands of each LU solve
+  are first cast to vary over the same mesh axes, as ``jnp.linalg.solve``
+  does, so that replicated and sharded inputs mix.
 
 Kernels: the LU factorization is ``jax.lax.linalg.lu`` (LAPACK ``getrf`` on
 CPU), kept as the packed factor and the row permutation. Solves with it are
@@ -98,6 +101,10 @@ class JaxKernels:
         lu = jnp.broadcast_to(lu, (*batch, n, n))
         perm = jnp.broadcast_to(perm, (*batch, n))
         a = jnp.broadcast_to(a, (*batch, n, n))
+        # Inside jax.shard_map every operand of the linear solve must vary over the same
+        # mesh axes: an unvarying right-hand side (inv's identity, a replicated b) or an
+        # unvarying matrix would make the solve's traced transpose and constants disagree.
+        a, lu, perm, b = self._same_varying_axes(a, lu, perm, b)
         if trans == "N":
             forward, backward = "N", "T"
 
@@ -120,6 +127,25 @@ class JaxKernels:
             b,
             solve=lambda _, rhs: self._getrs(lu, perm, rhs, forward),
             transpose_solve=lambda _, rhs: self._getrs(lu, perm, rhs, backward),
+        )
+
+    def _same_varying_axes(self, *xs: Any) -> tuple[Any, ...]:
+        """``xs``, each cast to vary over every manual mesh axis that any of them varies over.
+
+        Under ``jax.shard_map`` (``check_vma=True``) a value's type records the mesh
+        axes it varies over. ``jax.lax.custom_linear_solve`` traces its matvec, its
+        solves and the matvec's transpose for the right-hand side's type, so they must
+        all agree; this is what ``jnp.linalg.solve`` does too. Outside ``shard_map``
+        nothing varies and ``xs`` come back as they are.
+        """
+        varying = [_varying_axes(x) for x in xs]
+        union = frozenset().union(*varying)
+        if not union:
+            return xs
+        order = sorted(union, key=str)
+        return tuple(
+            _to_varying(x, tuple(axis for axis in order if axis not in v)) if union - v else x
+            for x, v in zip(xs, varying)
         )
 
     def _getrs(self, lu: Any, perm: Any, b: Any, trans: str) -> Any:
@@ -293,10 +319,9 @@ def _static(value: Any) -> Any:
 def _custom_jvp_op(rule: Rule, la: Linalg, params: dict[str, Any]) -> Callable[..., Any]:
     """``rule`` for fixed ``params`` as a jitted ``jax.custom_jvp`` function of the inputs."""
     jax = _jax
-    from jax.custom_derivatives import SymbolicZero
+    from jax.custom_derivatives import SymbolicZero, zero_from_primal
 
     primal, linearization, with_info = rule.primal, rule.jvp, rule.returns_info
-    float0 = jax.dtypes.float0
 
     def fn(*inputs: Any) -> Any:
         p = primal(la, *inputs, **params)
@@ -311,13 +336,36 @@ def _custom_jvp_op(rule: Rule, la: Linalg, params: dict[str, Any]) -> Callable[.
         elif dvalue.dtype != p.value.dtype:
             dvalue = dvalue.astype(p.value.dtype)
         if with_info:
-            return (p.value, p.info), (dvalue, np.zeros(p.info.shape, dtype=float0))
+            # A symbolic zero of info's tangent type (float0, varying over the mesh axes
+            # that info varies over inside jax.shard_map).
+            return (p.value, p.info), (dvalue, zero_from_primal(p.info, symbolic_zeros=True))
         return p.value, dvalue
 
     fn.__name__ = fn.__qualname__ = f"invad_{rule.name}"
     custom = jax.custom_jvp(fn)
     custom.defjvp(fn_jvp, symbolic_zeros=True)
     return jax.jit(custom)
+
+
+def _varying_axes(x: Any) -> frozenset[Any]:
+    """The manual mesh axes (``jax.shard_map``) that ``x`` varies over; empty outside one."""
+    typeof = getattr(_jax, "typeof", None)
+    if typeof is None:  # jax without varying-axis types
+        return frozenset()
+    aval = typeof(x)
+    mat = getattr(aval, "mat", None)  # jax >= 0.10: aval.mat.varying
+    if mat is not None:
+        return frozenset(mat.varying)
+    return frozenset(getattr(aval, "vma", ()))
+
+
+def _to_varying(x: Any, axes: tuple[Any, ...]) -> Any:
+    """``x`` made to vary over the manual mesh ``axes`` as well (no data moves)."""
+    lax = _jax.lax
+    pcast = getattr(lax, "pcast", None)
+    if pcast is not None:
+        return pcast(x, axes, to="varying")
+    return lax.pvary(x, axes)  # jax < 0.8.2
 
 
 @hookimpl
