@@ -105,6 +105,9 @@ class JaxKernels:
         # mesh axes: an unvarying right-hand side (inv's identity, a replicated b) or an
         # unvarying matrix would make the solve's traced transpose and constants disagree.
         a, lu, perm, b = self._same_varying_axes(a, lu, perm, b)
+        # Under a mesh with Explicit axes, the batch sharding is part of the type: give
+        # every operand the batch sharding of the factor (or of b), the matrices whole.
+        a, lu, perm, b = self._same_batch_sharding(a, lu, perm, b)
         if trans == "N":
             forward, backward = "N", "T"
 
@@ -147,6 +150,38 @@ class JaxKernels:
             _to_varying(x, tuple(axis for axis in order if axis not in v)) if union - v else x
             for x, v in zip(xs, varying)
         )
+
+    def _same_batch_sharding(self, a: Any, lu: Any, perm: Any, b: Any) -> tuple[Any, ...]:
+        """The operands of a solve, resharded to one batch sharding (Explicit mesh axes only).
+
+        With ``Explicit`` mesh axes (``jax.make_mesh``'s default in recent JAX) an
+        array's type carries its sharding, and the matmuls and solves inside
+        ``custom_linear_solve`` need their operands sharded alike. Each batch
+        dimension takes the mesh axes that the factor is sharded over there, else
+        those of ``b``; the two matrix dimensions are kept whole. A replicated
+        operand is only sliced; nothing is gathered. Without explicit axes (no mesh,
+        ``Auto`` axes, inside ``shard_map``) every spec is empty and nothing changes.
+        """
+        specs = [_explicit_spec(x) for x in (lu, b)]
+        if not any(specs):
+            return a, lu, perm, b
+        nbatch = b.ndim - 2
+        padded = [(*spec, *(None,) * (b.ndim - len(spec))) for spec in specs]
+        batch = tuple(
+            lu_axes if lu_axes is not None else b_axes
+            for lu_axes, b_axes in zip(padded[0][:nbatch], padded[1][:nbatch])
+        )
+        mesh = next(_jax.typeof(x).sharding.mesh for x, spec in zip((lu, b), specs) if spec)
+        P, NamedSharding = _jax.sharding.PartitionSpec, _jax.sharding.NamedSharding
+
+        def fit(x: Any, *matrix: None) -> Any:
+            target = (*batch, *matrix)
+            current = _explicit_spec(x)
+            if tuple((*current, *(None,) * (x.ndim - len(current)))) == target:
+                return x
+            return _jax.sharding.reshard(x, NamedSharding(mesh, P(*target)))
+
+        return fit(a, None, None), fit(lu, None, None), fit(perm, None), fit(b, None, None)
 
     def _getrs(self, lu: Any, perm: Any, b: Any, trans: str) -> Any:
         """``op(A)^-1 b`` from ``A = P L U``: ``op`` is N, T, H, or C (the conjugate)."""
@@ -357,6 +392,22 @@ def _varying_axes(x: Any) -> frozenset[Any]:
     if mat is not None:
         return frozenset(mat.varying)
     return frozenset(getattr(aval, "vma", ()))
+
+
+def _explicit_spec(x: Any) -> tuple[Any, ...]:
+    """The part of ``x``'s sharding over ``Explicit`` mesh axes that its type carries.
+
+    Empty (``()``) when nothing is sharded explicitly: no mesh, ``Auto`` axes, or a
+    JAX without sharding in types. Otherwise one entry per leading dimension,
+    ``None`` where that dimension is not sharded.
+    """
+    typeof = getattr(_jax, "typeof", None)
+    if typeof is None or getattr(_jax.sharding, "reshard", None) is None:
+        return ()
+    spec = getattr(getattr(typeof(x), "sharding", None), "spec", None)
+    if spec is None or all(axes is None for axes in spec):
+        return ()
+    return tuple(spec)
 
 
 def _to_varying(x: Any, axes: tuple[Any, ...]) -> Any:
