@@ -91,7 +91,6 @@ B, N, K = 4, 3, 2
 CASES = [
     Case("inv", ((B, N, N),), (S,)),
     Case("inv", ((B, N, N),), (S,), dtype="complex128"),
-    Case("inv", ((B, N, N),), (R,)),
     Case("inv_ex", ((B, N, N),), (S,)),
     Case("tensorinv", ((2, 3, 6),), (R,), {"ind": 2}),
     Case("tensorinv", ((2, 2, 3, 6),), (S,), {"ind": 2}, stacked=True),
@@ -107,8 +106,6 @@ CASES = [
     Case("solve", ((B, N, N), (N,)), (S, R), {"left": False}),
     Case("solve_ex", ((B, N, N), (B, N, K)), (S, S)),
     Case("solve_ex", ((N, N), (B, N, K)), (R, S)),
-    Case("solve_ex", ((B, N, N), (N, K)), (S, R)),
-    Case("solve_ex", ((B, N, N), (B, K, N)), (S, S), {"left": False}),
     Case("solve_ex", ((B, N, N), (N,)), (S, R), {"left": False}),
     Case("tensorsolve", ((2, 3, 6), (2, 3)), (R, R)),
     Case("tensorsolve", ((2, 2, 3, 6), (2, 2, 3)), (S, S), stacked=True),
@@ -151,6 +148,48 @@ def numpy_reference(case: Case, primals: tuple[np.ndarray, ...]) -> np.ndarray:
     return one(*primals)
 
 
+def references(case: Case, primals: tuple, tangents: tuple, weights: np.ndarray) -> tuple:
+    """Outputs, ``jax.jvp``'s tangent and ``jax.grad`` of ``sum(Re(w * value))``, in NumPy.
+
+    From the NumPy backend: the same rules without JAX or any sharding, and no
+    compilation (each JAX program costs this module about a second on a small
+    CPU). Its ``ops.vjp`` is the adjoint; JAX's pullback of ``w`` is
+    ``conj(adjoint(conj(w)))``.
+    """
+    ops = invad.install("numpy")
+    with_info = RULES[case.op].returns_info
+
+    def one(xs: tuple, ts: tuple, w: np.ndarray) -> tuple:
+        right_vector = not case.params.get("left", True) and xs[1].ndim == 1
+        if right_vector:  # x a = b for a vector b is the one-row matrix problem
+            rows = (*xs[0].shape[:-2], 1, xs[1].shape[0])
+            xs, ts = (xs[0], np.broadcast_to(xs[1], rows)), (ts[0], np.broadcast_to(ts[1], rows))
+            w = w[..., None, :]
+        outputs, dout = ops.jvp(case.op, xs, ts, **case.params)
+        _, grads = ops.vjp(
+            case.op, xs, (np.conj(w), None) if with_info else np.conj(w), **case.params
+        )
+        grads = tuple(np.conj(g) for g in grads)
+        if with_info:
+            dout = dout[0]
+        if right_vector:
+            grads = (grads[0], grads[1].reshape(-1, grads[1].shape[-1]).sum(axis=0))
+            dout = dout[..., 0, :]
+            outputs = (outputs[0][..., 0, :], outputs[1]) if with_info else outputs[..., 0, :]
+        return outputs, dout, grads
+
+    if not case.stacked:
+        return one(primals, tangents, weights)
+    parts = [
+        one(tuple(x[i] for x in primals), tuple(t[i] for t in tangents), weights[i])
+        for i in range(primals[0].shape[0])
+    ]
+    return tuple(
+        np.stack(part) if j < 2 else tuple(map(np.stack, zip(*part)))
+        for j, part in enumerate(zip(*parts))
+    )
+
+
 def a_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a^-1 b`` with the array API's broadcasting (NumPy 2 agrees for matrix ``b``)."""
     return np.linalg.solve(a, b)
@@ -175,7 +214,7 @@ def quantities(case: Case, primals: tuple, tangents: tuple, weights: Any) -> tup
 
     outputs = full(*primals)
     grads = jax.grad(loss, argnums)(*primals)
-    out, dout = jax.jvp(full, primals, tangents)  # the _ex ops' info gets a float0 tangent
+    _, dout = jax.jvp(full, primals, tangents)  # the _ex ops' info gets a float0 tangent
     if RULES[case.op].returns_info:
         dout = dout[0]
     return outputs, grads, dout
@@ -217,17 +256,15 @@ def test_shard_map(case: Case) -> None:
     (outputs, grads, dout), outer_grads = sharded(
         tuple(map(put, primals, specs)), tuple(map(put, tangents, specs)), put(weights, out_spec)
     )
-    ref_outputs, ref_grads, ref_dout = jax.jit(partial(quantities, case))(
-        *(tuple(map(jnp.asarray, xs)) for xs in (primals, tangents)), jnp.asarray(weights)
-    )
+    unsharded, ref_dout, ref_grads = references(case, primals, tangents, weights)
 
     tol = TOL[case.dtype]
     if RULES[case.op].returns_info:
-        (value_out, info), (ref_value, ref_info) = outputs, ref_outputs
+        (value_out, info), (ref_value, ref_info) = outputs, unsharded
         np.testing.assert_array_equal(info, ref_info)
-        assert info.dtype == ref_info.dtype
+        assert info.dtype == ref_info.dtype and info.shape == ref_info.shape
     else:
-        value_out, ref_value = outputs, ref_outputs
+        value_out, ref_value = outputs, unsharded
     np.testing.assert_allclose(value_out, ref_value, **tol)
     np.testing.assert_allclose(value_out, numpy_reference(case, primals), **tol)
     np.testing.assert_allclose(dout, ref_dout, **tol)
@@ -240,13 +277,11 @@ def test_shard_map(case: Case) -> None:
 # -- jit over sharded arrays ------------------------------------------------------
 
 JIT_CASES = [
-    ("inv", ((B, N, N),), (S,), {}),
     ("inv_ex", ((B, N, N),), (S,), {}),
     ("solve", ((B, N, N), (B, N, K)), (S, S), {}),
     ("solve", ((N, N), (B, N, K)), (R, S), {}),
     ("solve", ((B, N, N), (N, K)), (S, R), {}),
     ("solve_ex", ((B, N, N), (B, K, N)), (S, S), {"left": False}),
-    ("solve", ((B, N, N), (N,)), (S, R), {}),
 ]
 
 
@@ -258,13 +293,12 @@ def test_jit_keeps_the_batch_sharded(kind: str) -> None:
         case = Case(op, shapes, specs, params)
         primals, _, weights = data(case)
         full, value = op_fns(case)
-        argnums = tuple(range(len(primals)))
 
         def program(*xs: Any, full: Any = full, value: Any = value, weights: Any = weights):
             def loss(*xs: Any) -> Any:
                 return jnp.sum(weights * value(*xs))
 
-            return full(*xs), jax.grad(loss, argnums)(*xs)
+            return full(*xs), jax.grad(loss, tuple(range(len(xs))))(*xs)
 
         inputs = [jax.device_put(x, NamedSharding(mesh, spec)) for x, spec in zip(primals, specs)]
         compiled = jax.jit(program).lower(*inputs).compile()
