@@ -13,7 +13,9 @@ combination of the op's static parameters (``left``, ``ind``, ``axes``):
   (``float0``) tangent;
 - inside ``jax.shard_map`` (``check_vma=True``) the operands of each LU solve
   are first cast to vary over the same mesh axes, as ``jnp.linalg.solve``
-  does, so that replicated and sharded inputs mix.
+  does, so that replicated and sharded inputs mix; under ``jit`` over a mesh
+  with ``Explicit`` axes they get one batch sharding, so a sharded batch stays
+  sharded (no gather).
 
 Kernels: the LU factorization is ``jax.lax.linalg.lu`` (LAPACK ``getrf`` on
 CPU), kept as the packed factor and the row permutation. Solves with it are
