@@ -90,17 +90,18 @@ def tests_torch(session: nox.Session) -> None:
 
 @nox.session(name="tests-jax")
 def tests_jax(session: nox.Session) -> None:
-    """The JAX backend, its device contract on two forced host devices, then the kit.
+    """The JAX backend, its device contract and sharding on two forced host devices, then the kit.
 
     JAX_ENABLE_X64=1: the float64 and complex128 cases need 64-bit JAX, which invad
     never switches on by itself. XLA_FLAGS must be set before jax is imported, so the
-    device contract runs in a pytest process of its own.
+    device contract and the mesh tests (jit over sharded batches, shard_map) run in a
+    pytest process of their own.
     """
     session.install(".[test,jax]")
     x64 = {"JAX_ENABLE_X64": "1"}
     pytest(session, "jax", "tests/test_jax.py", *EVERY_BACKEND, env=x64)
     two_devices = {**x64, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    pytest(session, "jax", "tests/test_devices.py", env=two_devices)
+    pytest(session, "jax", "tests/test_devices.py", "tests/test_jax_sharding.py", env=two_devices)
     conformance(session, "jax", env=x64)
 
 

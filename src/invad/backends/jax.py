@@ -10,7 +10,12 @@ combination of the op's static parameters (``left``, ``ind``, ``axes``):
   itself, in its own convention (the linear transpose, see the docs), and
   every higher order by differentiating the JVP rule again;
 - ``info`` of the ``_ex`` ops is an integer output with a symbolic-zero
-  (``float0``) tangent.
+  (``float0``) tangent;
+- inside ``jax.shard_map`` (``check_vma=True``) the operands of each LU solve
+  are first cast to vary over the same mesh axes, as ``jnp.linalg.solve``
+  does, so that replicated and sharded inputs mix; under ``jit`` over a mesh
+  with ``Explicit`` axes they get one batch sharding, so a sharded batch stays
+  sharded (no gather).
 
 Kernels: the LU factorization is ``jax.lax.linalg.lu`` (LAPACK ``getrf`` on
 CPU), kept as the packed factor and the row permutation. Solves with it are
@@ -98,6 +103,13 @@ class JaxKernels:
         lu = jnp.broadcast_to(lu, (*batch, n, n))
         perm = jnp.broadcast_to(perm, (*batch, n))
         a = jnp.broadcast_to(a, (*batch, n, n))
+        # Inside jax.shard_map every operand of the linear solve must vary over the same
+        # mesh axes: an unvarying right-hand side (inv's identity, a replicated b) or an
+        # unvarying matrix would make the solve's traced transpose and constants disagree.
+        a, lu, perm, b = self._same_varying_axes(a, lu, perm, b)
+        # Under a mesh with Explicit axes, the batch sharding is part of the type: give
+        # every operand the batch sharding of the factor (or of b), the matrices whole.
+        a, lu, perm, b = self._same_batch_sharding(a, lu, perm, b)
         if trans == "N":
             forward, backward = "N", "T"
 
@@ -121,6 +133,57 @@ class JaxKernels:
             solve=lambda _, rhs: self._getrs(lu, perm, rhs, forward),
             transpose_solve=lambda _, rhs: self._getrs(lu, perm, rhs, backward),
         )
+
+    def _same_varying_axes(self, *xs: Any) -> tuple[Any, ...]:
+        """``xs``, each cast to vary over every manual mesh axis that any of them varies over.
+
+        Under ``jax.shard_map`` (``check_vma=True``) a value's type records the mesh
+        axes it varies over. ``jax.lax.custom_linear_solve`` traces its matvec, its
+        solves and the matvec's transpose for the right-hand side's type, so they must
+        all agree; this is what ``jnp.linalg.solve`` does too. Outside ``shard_map``
+        nothing varies and ``xs`` come back as they are.
+        """
+        varying = [_varying_axes(x) for x in xs]
+        union = frozenset().union(*varying)
+        if not union:
+            return xs
+        order = sorted(union, key=str)
+        return tuple(
+            _to_varying(x, tuple(axis for axis in order if axis not in v)) if union - v else x
+            for x, v in zip(xs, varying)
+        )
+
+    def _same_batch_sharding(self, a: Any, lu: Any, perm: Any, b: Any) -> tuple[Any, ...]:
+        """The operands of a solve, resharded to one batch sharding (Explicit mesh axes only).
+
+        With ``Explicit`` mesh axes (``jax.make_mesh``'s default in recent JAX) an
+        array's type carries its sharding, and the matmuls and solves inside
+        ``custom_linear_solve`` need their operands sharded alike. Each batch
+        dimension takes the mesh axes that the factor is sharded over there, else
+        those of ``b``; the two matrix dimensions are kept whole. A replicated
+        operand is only sliced; nothing is gathered. Without explicit axes (no mesh,
+        ``Auto`` axes, inside ``shard_map``) every spec is empty and nothing changes.
+        """
+        specs = [_explicit_spec(x) for x in (lu, b)]
+        if not any(specs):
+            return a, lu, perm, b
+        nbatch = b.ndim - 2
+        padded = [(*spec, *(None,) * (b.ndim - len(spec))) for spec in specs]
+        batch = tuple(
+            lu_axes if lu_axes is not None else b_axes
+            for lu_axes, b_axes in zip(padded[0][:nbatch], padded[1][:nbatch])
+        )
+        mesh = next(_jax.typeof(x).sharding.mesh for x, spec in zip((lu, b), specs) if spec)
+        P, NamedSharding = _jax.sharding.PartitionSpec, _jax.sharding.NamedSharding
+
+        def fit(x: Any, *matrix: None) -> Any:
+            target = (*batch, *matrix)
+            current = _explicit_spec(x)
+            if tuple((*current, *(None,) * (x.ndim - len(current)))) == target:
+                return x
+            return _jax.sharding.reshard(x, NamedSharding(mesh, P(*target)))
+
+        return fit(a, None, None), fit(lu, None, None), fit(perm, None), fit(b, None, None)
 
     def _getrs(self, lu: Any, perm: Any, b: Any, trans: str) -> Any:
         """``op(A)^-1 b`` from ``A = P L U``: ``op`` is N, T, H, or C (the conjugate)."""
@@ -309,10 +372,9 @@ def _static(value: Any) -> Any:
 def _custom_jvp_op(rule: Rule, la: Linalg, params: dict[str, Any]) -> Callable[..., Any]:
     """``rule`` for fixed ``params`` as a jitted ``jax.custom_jvp`` function of the inputs."""
     jax = _jax
-    from jax.custom_derivatives import SymbolicZero
+    from jax.custom_derivatives import SymbolicZero, zero_from_primal
 
     primal, linearization, with_info = rule.primal, rule.jvp, rule.returns_info
-    float0 = jax.dtypes.float0
 
     def fn(*inputs: Any) -> Any:
         p = primal(la, *inputs, **params)
@@ -327,13 +389,52 @@ def _custom_jvp_op(rule: Rule, la: Linalg, params: dict[str, Any]) -> Callable[.
         elif dvalue.dtype != p.value.dtype:
             dvalue = dvalue.astype(p.value.dtype)
         if with_info:
-            return (p.value, p.info), (dvalue, np.zeros(p.info.shape, dtype=float0))
+            # A symbolic zero of info's tangent type (float0, varying over the mesh axes
+            # that info varies over inside jax.shard_map).
+            return (p.value, p.info), (dvalue, zero_from_primal(p.info, symbolic_zeros=True))
         return p.value, dvalue
 
     fn.__name__ = fn.__qualname__ = f"invad_{rule.name}"
     custom = jax.custom_jvp(fn)
     custom.defjvp(fn_jvp, symbolic_zeros=True)
     return jax.jit(custom)
+
+
+def _varying_axes(x: Any) -> frozenset[Any]:
+    """The manual mesh axes (``jax.shard_map``) that ``x`` varies over; empty outside one."""
+    typeof = getattr(_jax, "typeof", None)
+    if typeof is None:  # jax without varying-axis types
+        return frozenset()
+    aval = typeof(x)
+    mat = getattr(aval, "mat", None)  # jax >= 0.10: aval.mat.varying
+    if mat is not None:
+        return frozenset(mat.varying)
+    return frozenset(getattr(aval, "vma", ()))
+
+
+def _explicit_spec(x: Any) -> tuple[Any, ...]:
+    """The part of ``x``'s sharding over ``Explicit`` mesh axes that its type carries.
+
+    Empty (``()``) when nothing is sharded explicitly: no mesh, ``Auto`` axes, or a
+    JAX without sharding in types. Otherwise one entry per leading dimension,
+    ``None`` where that dimension is not sharded.
+    """
+    typeof = getattr(_jax, "typeof", None)
+    if typeof is None or getattr(_jax.sharding, "reshard", None) is None:
+        return ()
+    spec = getattr(getattr(typeof(x), "sharding", None), "spec", None)
+    if spec is None or all(axes is None for axes in spec):
+        return ()
+    return tuple(spec)
+
+
+def _to_varying(x: Any, axes: tuple[Any, ...]) -> Any:
+    """``x`` made to vary over the manual mesh ``axes`` as well (no data moves)."""
+    lax = _jax.lax
+    pcast = getattr(lax, "pcast", None)
+    if pcast is not None:
+        return pcast(x, axes, to="varying")
+    return lax.pvary(x, axes)  # jax < 0.8.2
 
 
 @hookimpl
