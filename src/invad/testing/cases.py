@@ -49,9 +49,12 @@ _SOLVE_SHAPES = (
     Shape("empty-batch", ((0, 3, 3), (0, 3, 2))),
     Shape("empty-matrix", ((2, 0, 0), (2, 0, 1))),
     Shape("empty-rhs", ((3, 3), (3, 0))),
-    # The rest of the grid: left and right x vector and matrix b x batch shapes broadcast
-    # on either side or empty. A vector b (b.ndim == 1) is one column (left) or one row
-    # (right) against every matrix of a's batch.
+)
+
+#: The rest of the solve grid: left and right x vector and matrix b x batch shapes
+#: broadcast on either side or empty. A vector b (b.ndim == 1) is one column (left) or
+#: one row (right) against every matrix of a's batch.
+SOLVE_GRID = (
     Shape("a-broadcast", ((3, 3), (2, 4, 3, 2))),
     Shape("b-broadcast", ((4, 3, 3), (3, 2))),
     Shape("broadcast-vector", ((2, 1, 3, 3), (3,))),
@@ -70,8 +73,8 @@ _SOLVE_SHAPES = (
 SHAPES: dict[str, tuple[Shape, ...]] = {
     "inv": _INV_SHAPES,
     "inv_ex": _INV_SHAPES,
-    "solve": _SOLVE_SHAPES,
-    "solve_ex": _SOLVE_SHAPES,
+    "solve": _SOLVE_SHAPES + SOLVE_GRID,
+    "solve_ex": _SOLVE_SHAPES + SOLVE_GRID,
     "tensorinv": (
         Shape("matrix", ((4, 4),), {"ind": 1}),
         Shape("3d", ((2, 3, 6),), {"ind": 2}),
