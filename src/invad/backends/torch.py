@@ -644,7 +644,7 @@ def _rule_functions(
     # forward-AD state: inside torch.compile, a class with backward alone, on kernels
     # that are aten ops only (la_compile), with materialized gradients.
 
-    def compile_forward(ctx: Any, *args: Any) -> tuple[Any, Any]:
+    def compile_forward(ctx: Any, args: tuple[Any, ...]) -> tuple[Any, Any]:
         kwargs = dict(zip(params, args[n_in:]))
         p = primal(la_compile, *args[:n_in], **kwargs)
         res = p.residuals
@@ -668,10 +668,24 @@ def _rule_functions(
     compile_class = _function_class(
         f"{rule.name}_compile_function",
         vmap_rule=_no_vmap,
-        forward=compile_forward,
+        forward=_explicit_arguments(compile_forward, n_in + len(params)),
         backward=compile_backward,
     )
     return functorch_class, plain_class, compile_class
+
+
+def _explicit_arguments(
+    body: Callable[[Any, tuple[Any, ...]], Any], n: int
+) -> Callable[..., Any]:
+    """``forward(ctx, x0, ..., x{n-1})`` calling ``body(ctx, (x0, ...))``: Dynamo (torch
+    2.13) binds the arguments of a ``forward(ctx, *args)`` wrongly."""
+    if n == 1:
+        return lambda ctx, x0: body(ctx, (x0,))
+    if n == 2:
+        return lambda ctx, x0, x1: body(ctx, (x0, x1))
+    if n == 3:
+        return lambda ctx, x0, x1, x2: body(ctx, (x0, x1, x2))
+    raise NotImplementedError(f"invad (torch): no compile class for {n} arguments")
 
 
 def _own(value: Any) -> Any:
