@@ -24,6 +24,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 DTYPE = torch.float64
+SINGULAR = r"invad\.(inv|solve|tensorinv|tensorsolve): "  # the op that raised first
 
 
 @pytest.fixture(scope="module")
@@ -121,10 +122,26 @@ def test_compiled_singular_raises(compiled: Any, which: str) -> None:
     singular = inputs[which].clone()
     singular[1] = 0  # batch element 1 of `a`; the second row block of the tensor
     inputs[which] = singular
-    with pytest.raises(torch.linalg.LinAlgError, match=r"invad\.(inv|solve|tensorinv)"):
+    with pytest.raises(
+        torch.linalg.LinAlgError, match=r"invad\.(inv|solve|tensorinv|tensorsolve): "
+    ):
         _values_and_grads(compiled, inputs)
     with pytest.raises(torch.linalg.LinAlgError), torch.no_grad():
         compiled(*inputs.values())
+
+
+def test_compiled_solve_alone_raises_on_singular_input(ops: Any) -> None:
+    """The check of each op is in the graph: a solve (right, here) raises by itself."""
+    torch._dynamo.reset()
+    f = torch.compile(lambda a, c: ops.solve(a, c, left=False), fullgraph=True)
+    inputs = _inputs(4)
+    a, c = inputs["a"], inputs["c"]
+    torch.testing.assert_close(f(a, c), ops.solve(a, c, left=False))
+    a = a.clone()
+    a[1, :, 2] = 0
+    with pytest.raises(torch.linalg.LinAlgError, match=r"invad\.solve: \(Batch element 1\)"):
+        f(a, c)
+    torch._dynamo.reset()
 
 
 def test_compiled_ex_ops_report_info(ops: Any) -> None:

@@ -674,9 +674,7 @@ def _rule_functions(
     return functorch_class, plain_class, compile_class
 
 
-def _explicit_arguments(
-    body: Callable[[Any, tuple[Any, ...]], Any], n: int
-) -> Callable[..., Any]:
+def _explicit_arguments(body: Callable[[Any, tuple[Any, ...]], Any], n: int) -> Callable[..., Any]:
     """``forward(ctx, x0, ..., x{n-1})`` calling ``body(ctx, (x0, ...))``: Dynamo (torch
     2.13) binds the arguments of a ``forward(ctx, *args)`` wrongly."""
     if n == 1:
@@ -722,7 +720,7 @@ def _torch_op(
     fn, plain, compile_class = _rule_functions(rule, la, la_diff, la_compile)
     fast = plain._c_apply
     compiling = torch.compiler.is_compiling
-    check_errors = torch._linalg_check_errors
+    check_errors, api_name = torch._linalg_check_errors, f"invad.{rule.name}"
     name, check, xp = rule.name, rule.check, la.xp
     inputs = rule.contract.inputs
     n_in = len(inputs)
@@ -782,9 +780,8 @@ def _torch_op(
         value, info = compile_class.apply(*args, *pvals)
         if returns_info:
             return value, info
-        shape = args[0].shape
-        where = f" (input shape {tuple(shape)})" if all(type(d) is int for d in shape) else ""
-        check_errors(info, f"invad.{name}{where}", is_matrix=info.ndim == 0)
+        # The message names the op and the batch index; the shape may be symbolic here.
+        check_errors(info, api_name, is_matrix=info.ndim == 0)
         return value
 
     def call(*args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
