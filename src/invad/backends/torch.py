@@ -29,6 +29,15 @@ How a rule is installed (no formula is written here; the rules hold them):
   inputs and outputs only). Elsewhere, a plain ``forward(ctx, ...)`` class
   that saves them as intermediates: fewer outputs, fewer Python calls.
 
+- Inputs whose values no derivative reads (``solve``'s ``b``, an ``ArrayMeta``
+  residual) are kept as shape and dtype on ``ctx``, never saved: the graph
+  holds no more than ``torch.linalg``'s, and ``b`` may change in place.
+- Under ``torch.compile`` (``torch.compiler.is_compiling()``) the op takes a
+  third class, without ``jvp`` (Dynamo refuses Functions that define one), on
+  aten kernels only, and checks for singular input with
+  ``torch._linalg_check_errors`` inside the graph, as ``torch.linalg`` does.
+  ``fullgraph=True`` works, forward and backward.
+
 torch is imported by :meth:`TorchBackend.load` only: invad works without
 torch, and lists this backend as unavailable.
 
@@ -555,6 +564,12 @@ def _rule_functions(
         return Residuals(*[value if k < 0 else saved[k] for k in order])
 
     def metadata(args: Sequence[Any]) -> tuple[Any, ...]:
+        """The ``ArrayMeta`` residuals, from the inputs: ``ctx.meta``."""
+        if not meta_in:
+            return ()
+        if len(meta_in) == 1:  # solve's b: no generator on the hot path
+            x = args[meta_in[0]]
+            return (ArrayMeta(x.shape, x.dtype),)
         return tuple(ArrayMeta(args[i].shape, args[i].dtype) for i in meta_in)
 
     def backward(ctx: Any, value_bar: Any, *_: Any) -> tuple[Any, ...]:
@@ -652,7 +667,7 @@ def _rule_functions(
         ctx.mark_non_differentiable(p.info)
         ctx.params = kwargs
         ctx.value_shape = None if shape == value.shape else shape
-        ctx.meta = tuple((args[i].shape, args[i].dtype) for i in meta_in)
+        ctx.meta = tuple((args[i].shape, args[i].dtype) for i in meta_in)  # plain for Dynamo
         ctx.save_for_backward(*[args[i] for i in saved_in], value, *[res[i] for i in extra_fields])
         return value, p.info
 
