@@ -84,7 +84,14 @@ def tests_autograd_plugin(session: nox.Session) -> None:
 def tests_torch(session: nox.Session) -> None:
     """The torch backend (CPU build pinned), its device contract with `meta`, then the kit."""
     session.install(*TORCH_PIN, ".[test,torch]")
-    pytest(session, "torch", "tests/test_torch.py", "tests/test_devices.py", *EVERY_BACKEND)
+    pytest(
+        session,
+        "torch",
+        "tests/test_torch.py",
+        "tests/test_torch_compile.py",
+        "tests/test_devices.py",
+        *EVERY_BACKEND,
+    )
     conformance(session, "torch")
 
 

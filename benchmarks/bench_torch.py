@@ -1,6 +1,7 @@
 """PyTorch backend: invad's ``inv`` and ``solve`` against ``torch.linalg``, forward plus backward.
 
     python benchmarks/bench_torch.py [--repeats N] [--dtype float64|float32|complex128]
+        [--no-memory] [--no-timing] [--no-compile | --compile-only]
 
 For each size of ``invad.bench.SIZES`` (n=3 one matrix; n=4 batch 10000;
 n=64 batch 256; n=256 batch 16; n=1024 one matrix with 64 right-hand sides),
@@ -12,6 +13,12 @@ time of ``time.perf_counter``, after a warm-up call):
 - ``fwd``: the op alone under ``torch.no_grad()`` (for reference).
 
 Ratios are invad over native: below 1 means invad is faster.
+
+Compiled (``COMPILED_SIZES``: n=3 one matrix; n=64 batch 256): ``fwd+bwd
+compiled`` times ``torch.autograd.grad`` of ``sum(op(a[, b]) * ybar)``, the
+loss compiled with ``torch.compile(fullgraph=True)`` (the backward is compiled
+with it, by AOTAutograd), invad's op against torch.linalg's, both compiled in
+the same process and timed interleaved after warm-up.
 
 Memory of one backward pass, per op and size, two figures for each side:
 
@@ -32,6 +39,7 @@ from typing import Any
 import numpy as np
 
 OPS = ("inv", "solve")
+COMPILED_SIZES = ((3, (), 1), (64, (256,), 1))
 
 
 def _inputs(torch: Any, n: int, batch: tuple[int, ...], k: int, dtype: Any, seed: int = 0) -> Any:
@@ -69,6 +77,49 @@ def _cases(torch: Any, ops: Any, op: str, a: Any, b: Any) -> dict[str, Any]:
         "invad fwd": fwd(mine),
         "native fwd": fwd(theirs),
     }
+
+
+def _compiled_cases(torch: Any, ops: Any, op: str, a: Any, b: Any) -> dict[str, Any]:
+    """invad and native, forward plus backward, each loss compiled with fullgraph=True."""
+    a = a.clone().requires_grad_()
+    b = b.clone().requires_grad_()
+    if op == "inv":
+        args: tuple[Any, ...] = (a,)
+        mine, theirs = ops.inv, torch.linalg.inv
+    else:
+        args = (a, b)
+        mine, theirs = ops.solve, torch.linalg.solve
+    ybar = torch.randn_like(theirs(*args).detach())
+
+    def fwd_bwd(f: Any) -> Any:
+        loss = torch.compile(lambda *x: (f(*x) * ybar).sum(), fullgraph=True)
+        return lambda: torch.autograd.grad(loss(*args), args)
+
+    return {"invad": fwd_bwd(mine), "native": fwd_bwd(theirs)}
+
+
+def run_compiled(repeats: int = 40, dtype: str = "float64") -> list[dict[str, Any]]:
+    """Rows of compiled invad against compiled torch.linalg, forward plus backward."""
+    import torch
+
+    import invad
+    from invad.bench import median_times
+
+    ops = invad.install("torch")
+    tdtype = getattr(torch, dtype)
+    rows = []
+    for n, batch, k in COMPILED_SIZES:
+        a, b = _inputs(torch, n, batch, k, tdtype)
+        for op in OPS:
+            torch._dynamo.reset()
+            reps = repeats * 25 if n <= 4 and not batch else repeats
+            t = median_times(_compiled_cases(torch, ops, op, a, b), reps)
+            size = {"backend": "torch", "n": n, "batch": batch, "k": k if op == "solve" else 0}
+            rows.append(
+                {**size, "op": f"{op} fwd+bwd compiled", "invad": t["invad"], "native": t["native"]}
+            )
+    torch._dynamo.reset()
+    return rows
 
 
 def _saved_bytes(torch: Any, f: Any, args: tuple[Any, ...]) -> int:
@@ -116,8 +167,9 @@ def memory(torch: Any, ops: Any, op: str, a: Any, b: Any) -> dict[str, int]:
     return out
 
 
-def run(repeats: int = 40, dtype: str = "float64") -> list[dict[str, Any]]:
-    """Rows ``{backend, op, n, batch, k, invad, native}`` for ``benchmarks/run_all.py``."""
+def run(repeats: int = 40, dtype: str = "float64", compiled: bool = True) -> list[dict[str, Any]]:
+    """Rows ``{backend, op, n, batch, k, invad, native}`` for ``benchmarks/run_all.py``:
+    eager, then (``compiled``) compiled with ``torch.compile``."""
     import torch
 
     import invad
@@ -137,6 +189,8 @@ def run(repeats: int = 40, dtype: str = "float64") -> list[dict[str, Any]]:
             rows.append(
                 {**size, "op": f"{op} fwd", "invad": t["invad fwd"], "native": t["native fwd"]}
             )
+    if compiled:
+        rows += run_compiled(repeats, dtype)
     return rows
 
 
@@ -154,6 +208,12 @@ def main() -> int:
     parser.add_argument("--dtype", default="float64", choices=("float64", "float32", "complex128"))
     parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
     parser.add_argument("--no-timing", action="store_true", help="skip the timing table")
+    parser.add_argument(
+        "--no-compile", action="store_true", help="skip the torch.compile comparison"
+    )
+    parser.add_argument(
+        "--compile-only", action="store_true", help="time the torch.compile comparison only"
+    )
     args = parser.parse_args()
 
     import torch
@@ -167,14 +227,17 @@ def main() -> int:
     )
     if not args.no_timing:
         _timing(args)
-    if not args.no_memory:
+    if not args.no_memory and not args.compile_only:
         _memory(args)
     return 0
 
 
 def _timing(args: Any) -> None:
     print("median seconds of interleaved repeats in one process; ratio = invad / native\n")
-    rows = run(args.repeats, args.dtype)
+    if args.compile_only:
+        rows = run_compiled(args.repeats, args.dtype)
+    else:
+        rows = run(args.repeats, args.dtype, compiled=not args.no_compile)
     header = ("op", "n", "batch", "k", "invad", "native", "ratio")
     table = [
         (

@@ -106,7 +106,9 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, str], image: str) -> st
         "repeats (interleaved for torch and JAX; in blocks for NumPy, whose and SciPy's "
         "OpenBLAS threads would otherwise compete: see `invad.bench.median_times`). JAX sizes "
         "run in child processes, retried where jaxlib 0.10.2 hangs (see "
-        "`benchmarks/bench_jax.py`). A ratio below 1 means invad is faster.",
+        "`benchmarks/bench_jax.py`). torch rows `fwd+bwd compiled` compile the loss "
+        "`sum(op(...) * ybar)` with `torch.compile(fullgraph=True)` on both sides, backward "
+        "included. A ratio below 1 means invad is faster.",
         "",
         "## Machine",
         "",

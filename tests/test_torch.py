@@ -11,6 +11,7 @@ devices, and errors.
 from __future__ import annotations
 
 import math
+import re
 import sys
 import zlib
 
@@ -617,3 +618,138 @@ def test_nan_stays_in_its_batch_element(ops):
     a[0, 0, 0] = math.nan
     out = ops.inv(a)
     assert torch.isnan(out[0]).any() and not torch.isnan(out[1]).any()
+
+
+# -- what the graph keeps: the least the derivatives need -----------------------------------
+
+
+def _saved_bytes(f, *args, **params):
+    """Bytes of the distinct storages that autograd saves for the backward of ``f``."""
+    storages = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        storages[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        f(*args, **params)
+    return sum(storages.values())
+
+
+SAVED_CASES = [
+    # op, shape of a, shape of b, parameters
+    ("solve", (3, 3), (3,), {}),
+    ("solve", (3, 3), (3, 2), {}),
+    ("solve", (4, 3, 3), (4, 3, 2), {}),
+    ("solve", (4, 3, 3), (4, 2, 3), {"left": False}),
+    ("solve", (3, 3), (4, 3, 2), {}),
+    ("solve", (2, 16, 16), (16, 5), {}),
+    ("solve_ex", (4, 3, 3), (4, 3, 2), {}),
+    ("inv", (4, 3, 3), None, {}),
+    ("inv_ex", (4, 3, 3), None, {}),
+    ("tensorinv", (2, 3, 2, 3), None, {}),
+    ("tensorsolve", (2, 3, 6), (2, 3), {}),
+]
+
+
+def _identity_like(a_shape, dtype="float64", scale=4.0):
+    """``scale`` times the identity of the (square or tensor) matrix of shape ``a_shape``."""
+    p = a_shape[-1] if len(a_shape) <= 3 and a_shape[-1] == a_shape[-2] else None
+    if p is None:
+        p = math.isqrt(math.prod(a_shape))
+        return scale * torch.eye(p, dtype=getattr(torch, dtype)).reshape(a_shape)
+    return scale * torch.eye(p, dtype=getattr(torch, dtype))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "complex128"])
+@pytest.mark.parametrize(("op", "a_shape", "b_shape", "params"), SAVED_CASES)
+def test_graph_saves_no_more_than_torch_linalg(ops, op, a_shape, b_shape, params, dtype):
+    rng = rng_for("saved", op, a_shape, b_shape, dtype)
+    a = random(rng, a_shape, dtype) + _identity_like(a_shape, dtype)
+    args = [a] if b_shape is None else [a, random(rng, b_shape, dtype)]
+    args = [x.requires_grad_() for x in args]
+    native = getattr(torch.linalg, op)
+    if op == "solve" and len(b_shape) == 1:
+        native = _native_solve
+    mine = _saved_bytes(getattr(ops, op), *args, **params)
+    theirs = _saved_bytes(native, *args, **params)
+    assert 0 < mine <= theirs
+
+
+@pytest.mark.parametrize(
+    ("op", "a_shape", "b_shape", "params"),
+    [
+        ("solve", (2, 3, 3), (2, 3, 2), {}),
+        ("solve", (2, 3, 3), (2, 2, 3), {"left": False}),
+        ("solve", (3, 3), (3,), {}),
+        ("solve_ex", (2, 3, 3), (2, 3, 2), {}),
+        ("solve_ex", (2, 3, 3), (2, 2, 3), {"left": False}),
+        ("tensorsolve", (2, 3, 6), (2, 3), {}),
+    ],
+)
+def test_b_changed_in_place_after_the_forward(ops, op, a_shape, b_shape, params):
+    """The graph keeps b's shape and dtype, not b: b may change before backward, as with
+    torch.linalg.solve, and the gradients are those of the b given."""
+    rng = rng_for("inplace", op, a_shape, b_shape, params)
+    a0 = random(rng, a_shape, "float64") + _identity_like(a_shape)
+    b0 = random(rng, b_shape, "float64")
+    f = getattr(ops, op)
+    value = (lambda *x, **p: f(*x, **p)[0]) if op.endswith("_ex") else f
+
+    def grads(mutate):
+        a = a0.clone().requires_grad_()
+        b_leaf = b0.clone().requires_grad_()
+        b = b_leaf * 1  # not a leaf: it may change in place
+        x = value(a, b, **params)
+        if mutate:
+            b.mul_(2)
+        (x * x).sum().backward()
+        return a.grad, b_leaf.grad
+
+    for got, want in zip(grads(True), grads(False)):
+        torch.testing.assert_close(got, want)
+
+
+def test_b_is_not_kept_alive_by_the_graph(ops):
+    import weakref
+
+    rng = rng_for("alive")
+    a = well_conditioned(rng, (), 4, "float64").requires_grad_()
+    b = random(rng, (4, 2), "float64").requires_grad_()
+    c = b * 1
+    ref = weakref.ref(c)
+    x = ops.solve(a, c)
+    del c
+    assert ref() is None
+    x.sum().backward()
+    assert b.grad is not None
+
+
+# -- inputs of other frameworks ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("op", "args", "arg", "kind"),
+    [
+        ("solve", ("A", np.ones((3, 2))), "b", "numpy.ndarray"),
+        ("solve", (np.eye(3), "B"), "a", "numpy.ndarray"),
+        ("solve_ex", ("A", [1.0, 2.0, 3.0]), "b", "list"),
+        ("solve", ("A", 1.0), "b", "float"),
+        ("inv", (np.eye(3),), "a", "numpy.ndarray"),
+        ("inv_ex", ([[1.0, 0.0], [0.0, 1.0]],), "a", "list"),
+        ("tensorinv", (np.eye(4).reshape(2, 2, 2, 2),), "a", "numpy.ndarray"),
+        ("tensorsolve", ("A", np.ones(3)), "b", "numpy.ndarray"),
+        ("inv", (2.0,), "a", "float"),
+    ],
+)
+def test_other_frameworks_arrays_raise_type_error(ops, op, args, arg, kind):
+    """As torch.linalg: a TypeError (never AttributeError) naming the argument and its type."""
+    tensors = {"A": torch.eye(3, dtype=torch.float64), "B": torch.ones(3, 2, dtype=torch.float64)}
+    args = [tensors[x] if isinstance(x, str) else x for x in args]
+    message = f"invad.{op}: `{arg}` is a {kind}; the 'torch' backend takes torch.Tensor"
+    with pytest.raises(TypeError, match=re.escape(message)):
+        getattr(ops, op)(*args)
+    # twice: the memoized validation never remembers a foreign signature
+    with pytest.raises(TypeError, match=re.escape(message)):
+        getattr(ops, op)(*args)

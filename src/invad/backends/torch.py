@@ -29,6 +29,15 @@ How a rule is installed (no formula is written here; the rules hold them):
   inputs and outputs only). Elsewhere, a plain ``forward(ctx, ...)`` class
   that saves them as intermediates: fewer outputs, fewer Python calls.
 
+- Inputs whose values no derivative reads (``solve``'s ``b``, an ``ArrayMeta``
+  residual) are kept as shape and dtype on ``ctx``, never saved: the graph
+  holds no more than ``torch.linalg``'s, and ``b`` may change in place.
+- Under ``torch.compile`` (``torch.compiler.is_compiling()``) the op takes a
+  third class, without ``jvp`` (Dynamo refuses Functions that define one), on
+  aten kernels only, and checks for singular input with
+  ``torch._linalg_check_errors`` inside the graph, as ``torch.linalg`` does.
+  ``fullgraph=True`` works, forward and backward.
+
 torch is imported by :meth:`TorchBackend.load` only: invad works without
 torch, and lists this backend as unavailable.
 
@@ -44,15 +53,17 @@ from __future__ import annotations
 import functools
 import math
 import operator
+import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import array_api_compat
 
-from ..backend import Backend
+from ..backend import Backend, type_name
 from ..hookspecs import hookimpl
 from ..ops import _check_same_device, op_docstring
-from ..rules import Factor, Linalg, Rule
+from ..rules import ArrayMeta, Factor, Linalg, Rule
+from ..rules._linalg import is_complex
 
 torch: Any = None  # the torch module, bound by TorchBackend.load()
 _forward_ad: Any = None  # torch.autograd.forward_ad
@@ -89,22 +100,25 @@ def _check_solve_ex() -> bool:
 _ADJOINT = {"N": "H", "H": "N", "T": "C", "C": "T"}
 
 
-def _raw_lu_solve(lu: Any, pivots: Any, b: Any, trans: str) -> Any:
+def _raw_lu_solve(lu: Any, pivots: Any, b: Any, trans: str, kernel: Any = None) -> Any:
     """``op(A)^-1 b`` from ``torch.linalg.lu_factor``'s ``(lu, pivots)``, no autograd of ours.
 
     ``trans`` is ``"N"`` (A), ``"T"`` (A^T), ``"H"`` (A^H) or, for the
     derivatives of ``"T"``, ``"C"`` (conj(A)). Batch dimensions broadcast.
+    ``kernel(lu, pivots, b, left, adjoint)`` solves, :func:`_lu_solve_kernel`
+    by default.
     """
+    kernel = kernel or _lu_solve_kernel
     if b.dtype != lu.dtype:
         b = b.to(lu.dtype)
     if trans == "N" or (trans == "C" and not lu.is_complex()):
-        return _lu_solve_kernel(lu, pivots, b, True, False)
+        return kernel(lu, pivots, b, True, False)
     if trans == "H" or not lu.is_complex():  # "H", or "T" of a real matrix
-        return _lu_solve_kernel(lu, pivots, b, True, True)
+        return kernel(lu, pivots, b, True, True)
     if trans == "T":  # A^T x = b  <=>  x^T A = b^T
-        return _lu_solve_kernel(lu, pivots, b.mT, False, False).mT
+        return kernel(lu, pivots, b.mT, False, False).mT
     # "C": conj(A) x = b  <=>  x^T A^H = b^T
-    return _lu_solve_kernel(lu, pivots, b.mT, False, True).mT
+    return kernel(lu, pivots, b.mT, False, True).mT
 
 
 def _lu_solve_kernel(lu: Any, pivots: Any, b: Any, left: bool, adjoint: bool) -> Any:
@@ -379,6 +393,33 @@ class DifferentiableKernels(TorchKernels):
         return _lu_solve(factor.a, lu, factor.pivots, b, trans)
 
 
+class CompileKernels:
+    """The kernels inside ``torch.compile``: aten ops only, no question about transforms or
+    forward AD (Dynamo traces none of that; AOTAutograd differentiates the graph)."""
+
+    def lu_factor(self, a: Any) -> tuple[Factor, Any]:
+        lu, pivots, info = torch.linalg.lu_factor_ex(a)
+        return Factor(a, lu, pivots), info
+
+    def lu_solve(self, factor: Factor, b: Any, trans: str = "N") -> Any:
+        return _raw_lu_solve(factor.lu, factor.pivots, b, trans, _eager_lu_solve)
+
+    def solve(self, a: Any, b: Any, trans: str = "N") -> tuple[Factor, Any, Any]:
+        if (
+            _solve_ex_keeps_lu
+            and trans == "N"
+            and b.dtype == a.dtype
+            and ((a.ndim == 2 and b.ndim == 2) or a.shape[:-2] == b.shape[:-2])
+        ):
+            x, lu, pivots, info = _solve_ex(a, b, left=True, check_errors=False)
+            return Factor(a, lu, pivots), x, info
+        factor, info = self.lu_factor(a)
+        return factor, self.lu_solve(factor, b, trans), info
+
+    def inv(self, a: Any) -> tuple[Any, Any]:
+        return torch.linalg.inv_ex(a)
+
+
 # ---------------------------------------------------------------------------
 # autograd.Function classes
 # ---------------------------------------------------------------------------
@@ -407,14 +448,55 @@ def _function_class(name: str, vmap_rule: Callable[..., Any] | None = None, **me
     return cls
 
 
-_INPUT, _VALUE, _EXTRA = 0, 1, 2
+_INPUT, _VALUE, _EXTRA, _META = 0, 1, 2, 3
 
 
-def _rule_functions(rule: Rule, la: Linalg, la_diff: Linalg) -> tuple[Any, Any]:
-    """The two ``autograd.Function`` classes of one rule: for torch.func, and plain.
+def _residual_roles(rule: Rule) -> tuple[list[tuple[int, int]], list[int], list[int], int]:
+    """Where each residual of ``rule`` comes from, ``(role, k)`` per field.
 
-    Both compute ``(value, info, ...) = apply(*inputs, *params)`` with the rule,
-    only ``value`` differentiable, and share ``backward`` and ``jvp``, which
+    ``_INPUT``: the k-th saved input; ``_VALUE``: the output value; ``_EXTRA``:
+    the k-th extra tensor (LU, pivots); ``_META``: the :class:`ArrayMeta` of
+    the input ``meta_inputs[k]``, kept on ``ctx`` as a Python value, so that the
+    input itself is neither saved nor pinned against in-place changes.
+    Returns the roles, the saved inputs' and the meta inputs' positions, and the
+    number of extras.
+    """
+    inputs = rule.contract.inputs
+    hints = typing.get_type_hints(rule.residuals)
+    roles: list[tuple[int, int]] = []
+    saved_inputs: list[int] = []
+    meta_inputs: list[int] = []
+    n_extra = 0
+    fields: tuple[str, ...] = rule.residuals._fields  # type: ignore[attr-defined]
+    for field in fields:
+        if hints.get(field) is ArrayMeta:
+            if field not in inputs:
+                raise TypeError(
+                    f"invad.{rule.name}: the ArrayMeta residual {field!r} must name an input"
+                )
+            roles.append((_META, len(meta_inputs)))
+            meta_inputs.append(inputs.index(field))
+        elif field in inputs:
+            roles.append((_INPUT, len(saved_inputs)))
+            saved_inputs.append(inputs.index(field))
+        elif field in rule.contract.differentiable_outputs:
+            roles.append((_VALUE, 0))
+        else:
+            roles.append((_EXTRA, n_extra))
+            n_extra += 1
+    if sum(role == _VALUE for role, _ in roles) != 1:
+        raise TypeError(f"invad.{rule.name}: expected exactly one residual holding the value")
+    return roles, saved_inputs, meta_inputs, n_extra
+
+
+def _rule_functions(
+    rule: Rule, la: Linalg, la_diff: Linalg, la_compile: Linalg
+) -> tuple[Any, Any, Any]:
+    """The three ``autograd.Function`` classes of one rule: for torch.func, plain, and
+    for ``torch.compile``.
+
+    All compute ``(value, info, ...) = apply(*inputs, *params)`` with the rule,
+    only ``value`` differentiable, and share ``backward`` (and ``jvp``), which
     rebuild the rule's residuals from the saved tensors: the inputs the rule
     keeps, the *output* value (reshaped to the residual that holds it, so that
     derivatives are differentiable in turn), and the extras (LU and pivots).
@@ -428,33 +510,35 @@ def _rule_functions(rule: Rule, la: Linalg, la_diff: Linalg) -> tuple[Any, Any]:
       transforms, returns ``(value, info)`` and saves the extras as
       intermediates, which they may be: nothing differentiates them. Fewer
       outputs and one Python call fewer per op call.
+    - The compile class, used while ``torch.compile`` traces, is the plain class
+      without ``jvp`` (Dynamo refuses Functions that define one) on the kernels
+      ``la_compile``; AOTAutograd traces its backward into the compiled graph.
+
+    Inputs whose values no derivative reads (``solve``'s ``b``) are kept as their
+    shape and dtype on ``ctx``, never saved: the graph holds what torch.linalg's
+    own would, and the input may be changed in place after the forward.
     """
-    inputs = rule.contract.inputs
-    n_in = len(inputs)
+    n_in = len(rule.contract.inputs)
     params = tuple(p.name for p in rule.contract.params)
-    # Where each residual comes from: an input, the value, or an extra output.
-    roles: list[tuple[int, int]] = []
-    saved_inputs: list[int] = []
-    n_extra = 0
-    fields: tuple[str, ...] = rule.residuals._fields  # type: ignore[attr-defined]
-    for field in fields:
-        if field in inputs:
-            roles.append((_INPUT, len(saved_inputs)))
-            saved_inputs.append(inputs.index(field))
-        elif field in rule.contract.differentiable_outputs:
-            roles.append((_VALUE, 0))
-        else:
-            roles.append((_EXTRA, n_extra))
-            n_extra += 1
-    if sum(role == _VALUE for role, _ in roles) != 1:
-        raise TypeError(f"invad.{rule.name}: expected exactly one residual holding the value")
+    # Where each residual comes from: an input, the value, an extra output, or metadata.
+    roles, saved_inputs, meta_inputs, n_extra = _residual_roles(rule)
     value_field = next(i for i, (role, _) in enumerate(roles) if role == _VALUE)
     extra_fields = tuple(i for i, (role, _) in enumerate(roles) if role == _EXTRA)
     n_saved_in = len(saved_inputs)
+    n_saved = n_saved_in + 1 + n_extra
     saved_in = tuple(saved_inputs)
-    # Positions in ctx.saved_tensors = (*saved inputs, value, *extras); -1 for the value.
+    meta_in = tuple(meta_inputs)
+    # Positions in (*ctx.saved_tensors, *ctx.meta) = (*saved inputs, value, *extras,
+    # *metadata); -1 for the value.
     order = tuple(
-        k if role == _INPUT else (-1 if role == _VALUE else n_saved_in + 1 + k) for role, k in roles
+        k
+        if role == _INPUT
+        else -1
+        if role == _VALUE
+        else n_saved_in + 1 + k
+        if role == _EXTRA
+        else n_saved + k
+        for role, k in roles
     )
     n_plain = 2 + n_extra  # outputs of the functorch class without the carrier
     Residuals = rule.residuals
@@ -470,7 +554,8 @@ def _rule_functions(rule: Rule, la: Linalg, la_diff: Linalg) -> tuple[Any, Any]:
     pick = operator.itemgetter(*[n_saved_in if k < 0 else k for k in order])
     several = len(order) > 1
 
-    def residuals(saved: Sequence[Any], value_shape: Any) -> Any:
+    def residuals(saved: tuple[Any, ...], value_shape: Any) -> Any:
+        """The rule's residuals from the saved tensors followed by the metadata."""
         if value_shape is None and several:
             return Residuals(*pick(saved))
         value = saved[n_saved_in]
@@ -478,20 +563,28 @@ def _rule_functions(rule: Rule, la: Linalg, la_diff: Linalg) -> tuple[Any, Any]:
             value = value.reshape(value_shape)
         return Residuals(*[value if k < 0 else saved[k] for k in order])
 
+    def metadata(args: Sequence[Any]) -> tuple[Any, ...]:
+        """The ``ArrayMeta`` residuals, from the inputs: ``ctx.meta``."""
+        if not meta_in:
+            return ()
+        if len(meta_in) == 1:  # solve's b: no generator on the hot path
+            x = args[meta_in[0]]
+            return (ArrayMeta(x.shape, x.dtype),)
+        return tuple(ArrayMeta(args[i].shape, args[i].dtype) for i in meta_in)
+
     def backward(ctx: Any, value_bar: Any, *_: Any) -> tuple[Any, ...]:
         if value_bar is None:
             return (None,) * n_in + no_grads
-        res = residuals(ctx.saved_tensors, ctx.value_shape)
+        res = residuals(ctx.saved_tensors + ctx.meta, ctx.value_shape)
         cts = rule_vjp(la_diff, res, value_bar, ctx.needs_input_grad[:n_in], **ctx.params)
         return (*cts, *no_grads) if no_grads else cts
 
     def jvp(ctx: Any, *tangents: Any) -> tuple[Any, ...]:
-        value_shape, kwargs = ctx.value_shape, ctx.params
+        value_shape, kwargs, meta = ctx.value_shape, ctx.params, ctx.meta
         saved = ctx.saved_tensors
-        n_saved = len(saved)
 
         def tangent(*tensors: Any) -> Any:
-            res = residuals(tensors[:n_saved], value_shape)
+            res = residuals(tensors[:n_saved] + meta, value_shape)
             return rule_jvp(la_diff, res, tensors[n_saved:], **kwargs)
 
         dvalue = _in_jvp(tangent, *saved, *tangents[:n_in])
@@ -513,6 +606,7 @@ def _rule_functions(rule: Rule, la: Linalg, la_diff: Linalg) -> tuple[Any, Any]:
         ctx.params = dict(zip(params, args[n_in:])) if params else {}
         ctx.n_out = len(output)
         ctx.value_shape = output[n_plain].shape if ctx.n_out > n_plain else None
+        ctx.meta = metadata(args)
         saved = (*[args[i] for i in saved_in], output[0], *output[2:n_plain])
         ctx.save_for_backward(*saved)
         ctx.save_for_forward(*saved)
@@ -546,6 +640,7 @@ def _rule_functions(rule: Rule, la: Linalg, la_diff: Linalg) -> tuple[Any, Any]:
         ctx.params = kwargs
         ctx.n_out = 2
         ctx.value_shape = None if shape == value.shape else shape
+        ctx.meta = metadata(args)
         saved = (*[args[i] for i in saved_in], value, *[res[i] for i in extra_fields])
         ctx.save_for_backward(*saved)
         if _forward_ad._current_level >= 0:
@@ -559,7 +654,51 @@ def _rule_functions(rule: Rule, la: Linalg, la_diff: Linalg) -> tuple[Any, Any]:
         backward=backward,
         jvp=jvp,
     )
-    return functorch_class, plain_class
+    # -- the compile class ------------------------------------------------
+    # Dynamo traces autograd.Functions without a custom jvp only, and no functorch or
+    # forward-AD state: inside torch.compile, a class with backward alone, on kernels
+    # that are aten ops only (la_compile), with materialized gradients.
+
+    def compile_forward(ctx: Any, args: tuple[Any, ...]) -> tuple[Any, Any]:
+        kwargs = dict(zip(params, args[n_in:]))
+        p = primal(la_compile, *args[:n_in], **kwargs)
+        res = p.residuals
+        value, shape = p.value, res[value_field].shape
+        ctx.mark_non_differentiable(p.info)
+        ctx.params = kwargs
+        ctx.value_shape = None if shape == value.shape else shape
+        ctx.meta = tuple((args[i].shape, args[i].dtype) for i in meta_in)  # plain for Dynamo
+        ctx.save_for_backward(*[args[i] for i in saved_in], value, *[res[i] for i in extra_fields])
+        return value, p.info
+
+    def compile_backward(ctx: Any, value_bar: Any, _info_bar: Any) -> tuple[Any, ...]:
+        saved = [*ctx.saved_tensors, *[ArrayMeta(shape, dtype) for shape, dtype in ctx.meta]]
+        value = saved[n_saved_in]
+        if ctx.value_shape is not None:
+            value = value.reshape(ctx.value_shape)
+        res = Residuals(*[value if k < 0 else saved[k] for k in order])
+        cts = rule_vjp(la_compile, res, value_bar, ctx.needs_input_grad[:n_in], **ctx.params)
+        return (*cts, *no_grads)
+
+    compile_class = _function_class(
+        f"{rule.name}_compile_function",
+        vmap_rule=_no_vmap,
+        forward=_explicit_arguments(compile_forward, n_in + len(params)),
+        backward=compile_backward,
+    )
+    return functorch_class, plain_class, compile_class
+
+
+def _explicit_arguments(body: Callable[[Any, tuple[Any, ...]], Any], n: int) -> Callable[..., Any]:
+    """``forward(ctx, x0, ..., x{n-1})`` calling ``body(ctx, (x0, ...))``: Dynamo (torch
+    2.13) binds the arguments of a ``forward(ctx, *args)`` wrongly."""
+    if n == 1:
+        return lambda ctx, x0: body(ctx, (x0,))
+    if n == 2:
+        return lambda ctx, x0, x1: body(ctx, (x0, x1))
+    if n == 3:
+        return lambda ctx, x0, x1, x2: body(ctx, (x0, x1, x2))
+    raise NotImplementedError(f"invad (torch): no compile class for {n} arguments")
 
 
 def _own(value: Any) -> Any:
@@ -581,10 +720,20 @@ def _no_vmap(*args: Any) -> Any:
 _CHECKED_LIMIT = 4096
 
 
-def _torch_op(rule: Rule, la: Linalg, la_diff: Linalg, backend: TorchBackend) -> Callable[..., Any]:
+def _not_a_tensor(op: str, arg: str, x: Any) -> TypeError:
+    return TypeError(
+        f"invad.{op}: `{arg}` is a {type_name(x)}; the 'torch' backend takes torch.Tensor"
+    )
+
+
+def _torch_op(
+    rule: Rule, la: Linalg, la_diff: Linalg, la_compile: Linalg, backend: TorchBackend
+) -> Callable[..., Any]:
     """The op users call: check, the Function, the singular-matrix error."""
-    fn, plain = _rule_functions(rule, la, la_diff)
+    fn, plain, compile_class = _rule_functions(rule, la, la_diff, la_compile)
     fast = plain._c_apply
+    compiling = torch.compiler.is_compiling
+    check_errors, api_name = torch._linalg_check_errors, f"invad.{rule.name}"
     name, check, xp = rule.name, rule.check, la.xp
     inputs = rule.contract.inputs
     n_in = len(inputs)
@@ -598,7 +747,10 @@ def _torch_op(rule: Rule, la: Linalg, la_diff: Linalg, backend: TorchBackend) ->
 
     def validate(args: tuple[Any, ...], pvals: tuple[Any, ...]) -> None:
         """``rule.check``, which depends on shapes, dtypes and parameters only: once per
-        signature."""
+        signature. Only tensors' signatures are remembered: anything else raises here."""
+        for arg, x in zip(inputs, args):
+            if not isinstance(x, torch.Tensor):
+                raise _not_a_tensor(name, arg, x)
         try:
             key: Any = (*[(x.shape, x.dtype) for x in args], *pvals)
             if key in checked:
@@ -621,6 +773,30 @@ def _torch_op(rule: Rule, la: Linalg, la_diff: Linalg, backend: TorchBackend) ->
             singular(name, a.shape, info)
         return out[0]
 
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        """The op while ``torch.compile`` traces it: the checks (shapes are static to the
+        graph, so they cost nothing at run time), the compile class, and the singular
+        check as torch.linalg makes it in a graph, by the aten op that raises
+        ``torch.linalg.LinAlgError`` when the graph runs."""
+        args, pvals = call(*args, **kwargs)
+        for arg, x in zip(inputs, args):
+            if not isinstance(x, torch.Tensor):
+                raise _not_a_tensor(name, arg, x)
+        check(xp, name, *args, **dict(zip(params, pvals)))
+        if n_in == 2:
+            a, b = args
+            if a.device != b.device:
+                _check_same_device(backend, name, args)
+            if a.dtype != b.dtype:
+                dtype = torch.promote_types(a.dtype, b.dtype)
+                args = (a.to(dtype), b.to(dtype))
+        value, info = compile_class.apply(*args, *pvals)
+        if returns_info:
+            return value, info
+        # The message names the op and the batch index; the shape may be symbolic here.
+        check_errors(info, api_name, is_matrix=info.ndim == 0)
+        return value
+
     def call(*args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         """The inputs and parameter values of a call made some other way than the usual."""
         if len(args) == n_in and kwargs.keys() <= set(params):
@@ -632,6 +808,8 @@ def _torch_op(rule: Rule, la: Linalg, la_diff: Linalg, backend: TorchBackend) ->
     if n_in == 2:
 
         def op(*args: Any, **kwargs: Any) -> Any:
+            if compiling():
+                return traced(*args, **kwargs)
             if kwargs or len(args) != 2:
                 args, pvals = call(*args, **kwargs)
             else:
@@ -661,6 +839,8 @@ def _torch_op(rule: Rule, la: Linalg, la_diff: Linalg, backend: TorchBackend) ->
     else:
 
         def op(*args: Any, **kwargs: Any) -> Any:
+            if compiling():
+                return traced(*args, **kwargs)
             if kwargs or len(args) != 1:
                 args, pvals = call(*args, **kwargs)
             else:
@@ -686,6 +866,7 @@ def _torch_op(rule: Rule, la: Linalg, la_diff: Linalg, backend: TorchBackend) ->
     # The autograd.Function classes, for the curious (and the tests).
     op.function = fn  # type: ignore[attr-defined]
     op.plain_function = plain  # type: ignore[attr-defined]
+    op.compile_function = compile_class  # type: ignore[attr-defined]
     return op
 
 
@@ -699,6 +880,7 @@ class TorchBackend(Backend):
 
     name = "torch"
     native_ad = True
+    array_type = "torch.Tensor"
 
     def load(self) -> None:
         global torch, _forward_ad, _LUSolve, _RawLUSolve, _transforms_active, _lu_solve_native
@@ -787,7 +969,12 @@ class TorchBackend(Backend):
     def native_op(
         self, rule: Rule, la: Linalg, functional: Callable[..., Any]
     ) -> Callable[..., Any]:
-        return _torch_op(rule, la, Linalg.build(la.xp, DifferentiableKernels()), self)
+        xp = la.xp
+        # The rules' dtype cache filled now: torch.compile traces a lookup, not a mutation.
+        for dtype in (torch.float32, torch.float64, torch.complex64, torch.complex128):
+            is_complex(xp, ArrayMeta((), dtype))
+        kernels = Linalg.build(xp, DifferentiableKernels()), Linalg.build(xp, CompileKernels())
+        return _torch_op(rule, la, *kernels, self)
 
     # -- native AD (the conformance kit's check of the installed ops) ------------
 

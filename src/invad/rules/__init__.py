@@ -7,7 +7,7 @@ derivation. ``RULES`` is the single table of every op that invad installs;
 
 from __future__ import annotations
 
-from ._linalg import Factor, Linalg, Trans
+from ._linalg import ArrayMeta, Factor, Linalg, Trans
 from ._rule import Contract, Param, Primal, Rule
 from .inv import INV, INV_EX, TENSORINV
 from .solve import SOLVE, SOLVE_EX, TENSORSOLVE
@@ -16,4 +16,14 @@ RULES: dict[str, Rule] = {
     rule.name: rule for rule in (INV, INV_EX, SOLVE, SOLVE_EX, TENSORINV, TENSORSOLVE)
 }
 
-__all__ = ["RULES", "Contract", "Factor", "Linalg", "Param", "Primal", "Rule", "Trans"]
+__all__ = [
+    "RULES",
+    "ArrayMeta",
+    "Contract",
+    "Factor",
+    "Linalg",
+    "Param",
+    "Primal",
+    "Rule",
+    "Trans",
+]

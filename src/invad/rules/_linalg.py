@@ -46,6 +46,34 @@ class Factor(NamedTuple):
     pivots: Array
 
 
+class ArrayMeta:
+    """What a derivative needs of an array whose values it never reads: shape and dtype.
+
+    A rule keeps one among its residuals in place of such an array (``solve``
+    keeps ``b``'s), so that the array is neither kept alive nor pinned against
+    in-place changes after the forward pass. Backends save it as a plain
+    Python value, not as an array. It answers ``shape``, ``ndim`` and
+    ``dtype`` as the array did, which is all :func:`cotangent_for` asks.
+    """
+
+    __slots__ = ("dtype", "shape")
+
+    def __init__(self, shape: tuple[int, ...], dtype: Any) -> None:
+        self.shape = shape
+        self.dtype = dtype
+
+    @classmethod
+    def of(cls, x: Array) -> ArrayMeta:
+        return cls(x.shape, x.dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __repr__(self) -> str:
+        return f"ArrayMeta(shape={tuple(self.shape)}, dtype={self.dtype})"
+
+
 LUFactor = Callable[[Array], tuple[Factor, Array]]
 LUSolve = Callable[[Factor, Array, Trans], Array]
 Inv = Callable[[Array], tuple[Array, Array]]
@@ -122,7 +150,7 @@ def mH(xp: Any, x: Array) -> Array:
 
 def broadcast_batch(*shapes: tuple[int, ...]) -> tuple[int, ...]:
     """Broadcast batch shapes as the array API standard does, or raise ValueError."""
-    ndim = max((len(s) for s in shapes), default=0)
+    ndim = max([len(s) for s in shapes], default=0)  # a list: torch.compile traces it
     out = []
     for axis in range(-ndim, 0):
         sizes = {s[axis] for s in shapes if len(s) >= -axis} - {1}

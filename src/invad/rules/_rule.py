@@ -52,15 +52,18 @@ class Contract:
 class Primal:
     """A rule's forward result: the differentiable value, LAPACK ``info``, and residuals.
 
-    ``residuals`` is a tuple of arrays only (a NamedTuple per rule), so that
-    backends can save it with their own machinery (``ctx.save_for_backward``,
-    extra outputs of a ``torch.autograd.Function``) and rebuild it with
-    ``rule.residuals(*arrays)``.
+    ``residuals`` is a NamedTuple per rule, the least its derivatives need:
+    arrays, which backends save with their own machinery
+    (``ctx.save_for_backward``, extra outputs of a ``torch.autograd.Function``),
+    and, for an input whose values no derivative reads, its
+    :class:`~invad.rules.ArrayMeta` (shape and dtype, a field annotated
+    ``ArrayMeta`` and named after the input), which backends keep as a plain
+    Python value. ``rule.residuals(*fields)`` rebuilds it.
     """
 
     value: Array
     info: Array
-    residuals: Any  # the rule's NamedTuple of arrays
+    residuals: Any  # the rule's NamedTuple of arrays and ArrayMeta
 
 
 Check = Callable[..., None]

@@ -23,7 +23,7 @@ import math
 import operator
 from typing import Any, NamedTuple
 
-from ._linalg import Array, Factor, Linalg, broadcast_batch, cotangent_for, mH, mT
+from ._linalg import Array, ArrayMeta, Factor, Linalg, broadcast_batch, cotangent_for, mH, mT
 from ._rule import Contract, Param, Primal, Rule, check_dtype, check_square
 
 
@@ -31,7 +31,7 @@ class SolveResiduals(NamedTuple):
     a: Array  # the matrix as given
     lu: Array  # its factorization, opaque to the rule
     pivots: Array
-    b: Array  # the right-hand side as given
+    b: ArrayMeta  # the right-hand side's shape and dtype: no derivative reads its values
     x: Array  # the solution as a matrix: (..., n, k) left, (..., k, n) right
 
 
@@ -116,7 +116,7 @@ def _solve_primal(la: Linalg, a: Array, b: Array, *, left: bool = True) -> Prima
     else:  # X A = B is A^T X^T = B^T
         factor, xt, info = la.solve(a_, mT(xp, rhs), "T")
         x = mT(xp, xt)
-    residuals = SolveResiduals(a, factor.lu, factor.pivots, b, x)
+    residuals = SolveResiduals(a, factor.lu, factor.pivots, ArrayMeta.of(b), x)
     return Primal(_from_matrix_rhs(x, vector, left), info, residuals)
 
 
@@ -262,7 +262,7 @@ def _matrix_residuals(
     la: Linalg, res: SolveResiduals, axes: tuple[int, ...] | None
 ) -> SolveResiduals:
     m, _, _ = _tensorsolve_matrix(la, res.a, res.b.ndim, axes)
-    return res._replace(a=m, b=la.xp.reshape(res.b, (-1,)))
+    return res._replace(a=m, b=ArrayMeta((math.prod(res.b.shape),), res.b.dtype))
 
 
 def _tensorsolve_primal(
@@ -270,7 +270,7 @@ def _tensorsolve_primal(
 ) -> Primal:
     m, x_shape, _ = _tensorsolve_matrix(la, a, b.ndim, axes)
     inner = _solve_primal(la, m, la.xp.reshape(b, (-1,)))
-    residuals = inner.residuals._replace(a=a, b=b)
+    residuals = inner.residuals._replace(a=a, b=ArrayMeta.of(b))
     return Primal(la.xp.reshape(inner.value, x_shape), inner.info, residuals)
 
 

@@ -49,7 +49,7 @@ from autograd.tracer import getval, isbox
 
 from invad.backend import Backend
 from invad.ops import checked_primal, op_docstring
-from invad.rules import RULES, Factor, Linalg, Primal, Rule
+from invad.rules import RULES, ArrayMeta, Factor, Linalg, Primal, Rule
 
 __all__ = ["NAMESPACE", "differentiable", "getval", "inverse", "lu_solve", "native_op"]
 
@@ -145,7 +145,7 @@ def _as_solve_rule(args: tuple[Any, ...], x: Array) -> tuple[Any, bool, Callable
     """
     a, rhs, lu, pivots, trans = args[:5]
     flip = _FLIP[trans]
-    return SOLVE.residuals(a, lu, pivots, flip(rhs), flip(x)), trans == "N", flip
+    return SOLVE.residuals(a, lu, pivots, ArrayMeta.of(flip(rhs)), flip(x)), trans == "N", flip
 
 
 def _lu_solve_jvp(argnums: tuple[int, ...], gs: Any, ans: Array, args: Any, kwargs: Any) -> Array:
