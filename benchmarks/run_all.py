@@ -108,7 +108,10 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, str], image: str) -> st
         "run in child processes, retried where jaxlib 0.10.2 hangs (see "
         "`benchmarks/bench_jax.py`). torch rows `fwd+bwd compiled` compile the loss "
         "`sum(op(...) * ybar)` with `torch.compile(fullgraph=True)` on both sides, backward "
-        "included. A ratio below 1 means invad is faster.",
+        "included. numpy rows `..., k singular vs none` time `solve_ex`/`inv_ex` on 100 000 "
+        "4x4 systems of which k are singular (a zero row) against the same batch with none: "
+        "singular matrices cost work of their own, not a loop over the batch (not plotted). "
+        "A ratio below 1 means invad is faster.",
         "",
         "## Machine",
         "",
