@@ -1,1 +1,2 @@
-"""Built-in backend plugins. Each module registers one backend through ``invad_backends``."""
+"""Built-in backend plugins. Each module (or package, as ``torch``) registers one backend through
+``invad_backends``."""

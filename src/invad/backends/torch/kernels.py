@@ -1,0 +1,355 @@
+"""The kernels: torch's LU solve, and the kernel sets the rules run on.
+
+- The LU solve kernel (``_raw_lu_solve``, around a torch stride bug in
+  ``_eager_lu_solve``), ``RawLUSolve`` (that kernel under ``torch.func``
+  transforms, with a vmap rule of ours) and ``LUSolve`` ("solve with this
+  factorization of ``a``", differentiable w.r.t. ``a`` and ``b``, whose own
+  derivatives solve with the same factorization again). Both classes are made
+  by :meth:`TorchBackend.load` and live in :mod:`._state`.
+- The kernel sets a :class:`~invad.rules.Linalg` is built from:
+  :class:`TorchKernels` (the forward pass), :class:`DifferentiableKernels`
+  (``backward``/``jvp``) and :class:`CompileKernels` (inside ``torch.compile``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+from ...rules import Factor
+from . import _state as state
+from .functions import _apply_fast, _function_class, _in_jvp
+
+
+def _check_solve_ex() -> bool:
+    """Whether ``aten._linalg_solve_ex`` returns the LU factors of ``A`` itself.
+
+    It is torch.linalg.solve's kernel; some torch versions factor ``A^T`` there
+    instead (to spare a copy), which invad's derivatives could not reuse as they
+    stand. Checked once, on a matrix whose LU and its transpose's differ.
+    """
+    torch = state.torch
+    a = torch.tensor([[1.0, 2.0, 0.5], [3.0, 1.0, 2.0], [0.5, 4.0, 1.0]], dtype=torch.float64)
+    try:
+        _, lu, pivots, _ = state.solve_ex(a, torch.ones(3, 1, dtype=a.dtype), left=True)
+    except (AttributeError, RuntimeError, TypeError):
+        return False
+    expected, expected_pivots, _ = torch.linalg.lu_factor_ex(a)
+    return bool(torch.equal(lu, expected) and torch.equal(pivots, expected_pivots))
+
+
+# ---------------------------------------------------------------------------
+# the LU solve kernel
+# ---------------------------------------------------------------------------
+
+#: The solve against op(A)^H that the derivatives of a solve against op(A) need:
+#: (A)^H = A^H, (A^H)^H = A, (A^T)^H = conj(A), conj(A)^H = A^T.
+_ADJOINT = {"N": "H", "H": "N", "T": "C", "C": "T"}
+
+
+def _raw_lu_solve(lu: Any, pivots: Any, b: Any, trans: str, kernel: Any = None) -> Any:
+    """``op(A)^-1 b`` from ``torch.linalg.lu_factor``'s ``(lu, pivots)``, no autograd of ours.
+
+    ``trans`` is ``"N"`` (A), ``"T"`` (A^T), ``"H"`` (A^H) or, for the
+    derivatives of ``"T"``, ``"C"`` (conj(A)). Batch dimensions broadcast.
+    ``kernel(lu, pivots, b, left, adjoint)`` solves, :func:`_lu_solve_kernel`
+    by default.
+    """
+    kernel = kernel or _lu_solve_kernel
+    if b.dtype != lu.dtype:
+        b = b.to(lu.dtype)
+    if trans == "N" or (trans == "C" and not lu.is_complex()):
+        return kernel(lu, pivots, b, True, False)
+    if trans == "H" or not lu.is_complex():  # "H", or "T" of a real matrix
+        return kernel(lu, pivots, b, True, True)
+    if trans == "T":  # A^T x = b  <=>  x^T A = b^T
+        return kernel(lu, pivots, b.mT, False, False).mT
+    # "C": conj(A) x = b  <=>  x^T A^H = b^T
+    return kernel(lu, pivots, b.mT, False, True).mT
+
+
+def _lu_solve_kernel(lu: Any, pivots: Any, b: Any, left: bool, adjoint: bool) -> Any:
+    """``torch.linalg.lu_solve``, correct under ``torch.vmap`` too (see :func:`_eager_lu_solve`)."""
+    if state.transforms_active():
+        return state.RawLUSolve.apply(lu, pivots, b, left, adjoint)
+    return _eager_lu_solve(lu, pivots, b, left, adjoint)
+
+
+def _eager_lu_solve(lu: Any, pivots: Any, b: Any, left: bool, adjoint: bool) -> Any:
+    """``torch.linalg.lu_solve`` on plain tensors, around a torch bug.
+
+    torch (2.13) reads the strides of size-1 batch dimensions of ``lu`` as if
+    they meant something: an ``lu`` of shape (5, 1, n, n) whose size-1
+    dimension has a stride other than n*n gives wrong solutions, broadcast or
+    not. ``unsqueeze`` makes such strides, and torch's own vmap rule for
+    ``lu_solve`` pads batch dimensions with it. Here batch dimensions are
+    broadcast by hand and flattened into one, where no stride can mislead.
+    """
+    n = lu.shape[-1]
+    if lu.shape[:-2] != b.shape[:-2]:
+        batch = state.torch.broadcast_shapes(lu.shape[:-2], b.shape[:-2])
+        lu = lu.expand(*batch, n, n)
+        pivots = pivots.expand(*batch, n)
+        b = b.expand(*batch, *b.shape[-2:])
+    if lu.ndim <= 3:
+        return state.lu_solve_native(lu, pivots, b, left=left, adjoint=adjoint)
+    batch = lu.shape[:-2]
+    count = math.prod(batch)
+    x = state.lu_solve_native(
+        lu.reshape(count, n, n),
+        pivots.reshape(count, n),
+        b.reshape(count, *b.shape[-2:]),
+        left=left,
+        adjoint=adjoint,
+    )
+    return x.reshape(*batch, *x.shape[-2:])
+
+
+# RawLUSolve: the kernel under torch.func transforms. Its vmap rule aligns the batch
+# dimensions itself, so that the solve at the bottom is always _eager_lu_solve.
+
+
+def _raw_forward(lu: Any, pivots: Any, b: Any, left: bool, adjoint: bool) -> Any:
+    return _eager_lu_solve(lu, pivots, b, left, adjoint)
+
+
+def _raw_setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    ctx.mark_non_differentiable(output)
+
+
+def _raw_backward(ctx: Any, *grads: Any) -> tuple[None, ...]:
+    return None, None, None, None, None
+
+
+def _raw_vmap(
+    info: Any, in_dims: tuple[Any, ...], lu: Any, pivots: Any, b: Any, left: bool, adjoint: bool
+) -> tuple[Any, int]:
+    size = info.batch_size
+
+    def batched(x: Any, dim: int | None, core: int, rank: int) -> Any:
+        x = x.movedim(dim, 0) if dim is not None else x.expand(size, *x.shape)
+        pad = rank - (x.ndim - 1 - core)  # batch dimensions to add after the vmapped one
+        return x.reshape(size, *(1,) * pad, *x.shape[1:]) if pad else x
+
+    rank = max(lu.ndim - (in_dims[0] is not None) - 2, b.ndim - (in_dims[2] is not None) - 2)
+    lu = batched(lu, in_dims[0], 2, rank)
+    pivots = batched(pivots, in_dims[1], 1, rank)
+    b = batched(b, in_dims[2], 2, rank)
+    return _lu_solve_kernel(lu, pivots, b, left, adjoint), 0
+
+
+# LUSolve: x = op(A)^-1 b with A's factorization (lu, pivots) given; a is an input only
+# to receive a gradient. Derivatives, by the solve rule on op(A):
+#   dx = op(A)^-1 (db - op(dA) x);   bbar = op(A)^-H xbar;   abar from bbar and x,
+# all solves with the same factorization through this same Function: any order works.
+
+
+def _op(trans: str, m: Any) -> Any:
+    """``op(m)`` for ``trans`` in N, T, H, C."""
+    if trans == "N":
+        return m
+    if trans == "T":
+        return m.mT
+    if trans == "H":
+        return m.mH
+    return m.conj()
+
+
+def _fit(x: Any, shape: Any, complex_: bool, dtype: Any) -> Any:
+    """A cotangent fitted to its primal: summed over broadcast dimensions to ``shape``,
+    real if the primal is real, of the primal's dtype."""
+    if x.shape != shape:
+        lead = x.ndim - len(shape)
+        if lead:
+            x = x.sum(dim=tuple(range(lead)))
+        stretched = tuple(i for i, n in enumerate(shape) if n == 1 and x.shape[i] != 1)
+        if stretched:
+            x = x.sum(dim=stretched, keepdim=True)
+    if x.is_complex() and not complex_:
+        x = x.real
+    return x if x.dtype == dtype else x.to(dtype)
+
+
+def _lu_solve_forward(a: Any, lu: Any, pivots: Any, b: Any, trans: str) -> Any:
+    return _raw_lu_solve(lu, pivots, b, trans)
+
+
+def _lu_solve_setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    a, lu, pivots, b, trans = inputs
+    ctx.trans = trans
+    ctx.b_meta = (b.shape, b.is_complex(), b.dtype)
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(a, lu, pivots, output)
+    if _needs_forward_saves():
+        ctx.save_for_forward(a, lu, pivots, output)
+
+
+def _lu_solve_backward(ctx: Any, xbar: Any) -> tuple[Any, ...]:
+    if xbar is None:
+        return None, None, None, None, None
+    a, lu, pivots, x = ctx.saved_tensors
+    trans = ctx.trans
+    need_a, _, _, need_b = ctx.needs_input_grad[:4]
+    bbar = _lu_solve(a, lu, pivots, xbar, _ADJOINT[trans])
+    abar = None
+    if need_a:
+        if trans == "N":
+            abar = -(bbar @ x.mH)
+        elif trans == "H":
+            abar = -(x @ bbar.mH)
+        elif trans == "T":
+            abar = -(x.conj() @ bbar.mT)
+        else:  # "C"
+            abar = -(bbar.conj() @ x.mT)
+        abar = _fit(abar, a.shape, a.is_complex(), a.dtype)
+    bbar = _fit(bbar, *ctx.b_meta) if need_b else None
+    return abar, None, None, bbar, None
+
+
+def _lu_solve_jvp(ctx: Any, da: Any, dlu: Any, dpivots: Any, db: Any, _trans: Any) -> Any:
+    a, lu, pivots, x = ctx.saved_tensors
+    return _in_jvp(functools.partial(_lu_solve_tangent, ctx.trans), a, lu, pivots, x, da, db)
+
+
+def _lu_solve_tangent(trans: str, a: Any, lu: Any, pivots: Any, x: Any, da: Any, db: Any) -> Any:
+    rhs = db
+    if da is not None:
+        op_da_x = _op(trans, da) @ x
+        rhs = -op_da_x if rhs is None else rhs - op_da_x
+    if rhs is None:
+        return None
+    return _lu_solve(a, lu, pivots, rhs, trans)
+
+
+def _lu_solve(a: Any, lu: Any, pivots: Any, b: Any, trans: str) -> Any:
+    """A solve that is differentiable w.r.t. ``a`` and ``b`` whenever anything may need it.
+
+    The plain kernel serves first-order backward (grad mode off) and tensors
+    that track nothing; the Function serves the rest: ``create_graph``,
+    forward AD (a dual level is open) and torch.func transforms.
+    """
+    if state.transforms_active():
+        return state.LUSolve.apply(a, lu, pivots, b, trans)
+    if (
+        state.torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
+    ) or state.forward_ad._current_level >= 0:
+        return _apply_fast(state.LUSolve, a, lu, pivots, b, trans)
+    return _raw_lu_solve(lu, pivots, b, trans)
+
+
+def _needs_forward_saves() -> bool:
+    """Whether a jvp may follow: a forward-AD dual level is open, or a torch.func transform."""
+    return state.forward_ad._current_level >= 0 or state.transforms_active()
+
+
+def _lu_solve_functions() -> tuple[Any, Any]:
+    """The ``autograd.Function`` classes ``LUSolve`` and ``RawLUSolve`` (bound by
+    :meth:`TorchBackend.load` as ``state.LUSolve`` and ``state.RawLUSolve``)."""
+    lu_solve = _function_class(
+        "LUSolve",
+        forward=_lu_solve_forward,
+        setup_context=_lu_solve_setup_context,
+        backward=_lu_solve_backward,
+        jvp=_lu_solve_jvp,
+    )
+    raw_lu_solve = _function_class(
+        "RawLUSolve",
+        vmap_rule=_raw_vmap,
+        forward=_raw_forward,
+        setup_context=_raw_setup_context,
+        backward=_raw_backward,
+    )
+    return lu_solve, raw_lu_solve
+
+
+# ---------------------------------------------------------------------------
+# the kernel sets
+# ---------------------------------------------------------------------------
+
+
+class TorchKernels:
+    """The kernels of the forward pass: torch.linalg's LAPACK wrappers, no autograd of ours.
+
+    ``pivots`` are torch's own (1-based, int32); only ``lu_solve`` reads them.
+    """
+
+    def lu_factor(self, a: Any) -> tuple[Factor, Any]:
+        lu, pivots, info = state.torch.linalg.lu_factor_ex(a)
+        return Factor(a, lu, pivots), info
+
+    def lu_solve(self, factor: Factor, b: Any, trans: str = "N") -> Any:
+        lu = factor.lu
+        if (
+            trans == "N"
+            and lu.ndim <= 3
+            and b.dtype == lu.dtype
+            and lu.shape[:-2] == b.shape[:-2]
+            and not state.transforms_active()
+        ):
+            return state.lu_solve_native(lu, factor.pivots, b)
+        return _raw_lu_solve(lu, factor.pivots, b, trans)
+
+    def solve(self, a: Any, b: Any, trans: str = "N") -> tuple[Factor, Any, Any]:
+        if (
+            state.solve_ex_keeps_lu
+            and trans == "N"
+            and b.dtype == a.dtype
+            and ((a.ndim == 2 and b.ndim == 2) or a.shape[:-2] == b.shape[:-2])
+            and not state.transforms_active()
+        ):
+            # One kernel call for the factorization and the solve, as torch.linalg.solve
+            # makes: for small matrices the call, not the arithmetic, is the cost.
+            x, lu, pivots, info = state.solve_ex(a, b, left=True, check_errors=False)
+            return Factor(a, lu, pivots), x, info
+        lu, pivots, info = state.torch.linalg.lu_factor_ex(a)
+        factor = Factor(a, lu, pivots)
+        return factor, self.lu_solve(factor, b, trans), info
+
+    def inv(self, a: Any) -> tuple[Any, Any]:
+        return state.torch.linalg.inv_ex(a)
+
+
+class DifferentiableKernels(TorchKernels):
+    """The kernels of ``backward``/``jvp``: ``lu_solve`` differentiable w.r.t. ``a`` and ``b``."""
+
+    def lu_solve(self, factor: Factor, b: Any, trans: str = "N") -> Any:
+        lu = factor.lu
+        if (
+            # first-order backward: nothing to differentiate, the plain kernel will do
+            not state.torch.is_grad_enabled()
+            and state.forward_ad._current_level < 0
+            and (trans == "N" or trans == "H")
+            and b.dtype == lu.dtype
+            and ((lu.ndim == 2 and b.ndim == 2) or (lu.ndim == 3 and lu.shape[:-2] == b.shape[:-2]))
+            and not state.transforms_active()
+        ):
+            return state.lu_solve_native(lu, factor.pivots, b, adjoint=trans == "H")
+        return _lu_solve(factor.a, lu, factor.pivots, b, trans)
+
+
+class CompileKernels:
+    """The kernels inside ``torch.compile``: aten ops only, no question about transforms or
+    forward AD (Dynamo traces none of that; AOTAutograd differentiates the graph)."""
+
+    def lu_factor(self, a: Any) -> tuple[Factor, Any]:
+        lu, pivots, info = state.torch.linalg.lu_factor_ex(a)
+        return Factor(a, lu, pivots), info
+
+    def lu_solve(self, factor: Factor, b: Any, trans: str = "N") -> Any:
+        return _raw_lu_solve(factor.lu, factor.pivots, b, trans, _eager_lu_solve)
+
+    def solve(self, a: Any, b: Any, trans: str = "N") -> tuple[Factor, Any, Any]:
+        if (
+            state.solve_ex_keeps_lu
+            and trans == "N"
+            and b.dtype == a.dtype
+            and ((a.ndim == 2 and b.ndim == 2) or a.shape[:-2] == b.shape[:-2])
+        ):
+            x, lu, pivots, info = state.solve_ex(a, b, left=True, check_errors=False)
+            return Factor(a, lu, pivots), x, info
+        factor, info = self.lu_factor(a)
+        return factor, self.lu_solve(factor, b, trans), info
+
+    def inv(self, a: Any) -> tuple[Any, Any]:
+        return state.torch.linalg.inv_ex(a)
