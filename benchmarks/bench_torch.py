@@ -49,8 +49,8 @@ def _inputs(torch: Any, n: int, batch: tuple[int, ...], k: int, dtype: Any, seed
     return a, b
 
 
-def _cases(torch: Any, ops: Any, op: str, a: Any, b: Any) -> dict[str, Any]:
-    """The four timed functions of one op and size: invad/native, fwd+bwd and fwd."""
+def _op_inputs(torch: Any, ops: Any, op: str, a: Any, b: Any) -> tuple[Any, Any, Any, Any]:
+    """The inputs (leaves that require grad), invad's op, torch's, and a cotangent."""
     a = a.clone().requires_grad_()
     b = b.clone().requires_grad_()
     if op == "inv":
@@ -59,7 +59,12 @@ def _cases(torch: Any, ops: Any, op: str, a: Any, b: Any) -> dict[str, Any]:
     else:
         args = (a, b)
         mine, theirs = ops.solve, torch.linalg.solve
-    ybar = torch.randn_like(theirs(*args).detach())
+    return args, mine, theirs, torch.randn_like(theirs(*args).detach())
+
+
+def _cases(torch: Any, ops: Any, op: str, a: Any, b: Any) -> dict[str, Any]:
+    """The four timed functions of one op and size: invad/native, fwd+bwd and fwd."""
+    args, mine, theirs, ybar = _op_inputs(torch, ops, op, a, b)
 
     def fwd_bwd(f: Any) -> Any:
         return lambda: torch.autograd.grad(f(*args), args, ybar)
@@ -81,15 +86,7 @@ def _cases(torch: Any, ops: Any, op: str, a: Any, b: Any) -> dict[str, Any]:
 
 def _compiled_cases(torch: Any, ops: Any, op: str, a: Any, b: Any) -> dict[str, Any]:
     """invad and native, forward plus backward, each loss compiled with fullgraph=True."""
-    a = a.clone().requires_grad_()
-    b = b.clone().requires_grad_()
-    if op == "inv":
-        args: tuple[Any, ...] = (a,)
-        mine, theirs = ops.inv, torch.linalg.inv
-    else:
-        args = (a, b)
-        mine, theirs = ops.solve, torch.linalg.solve
-    ybar = torch.randn_like(theirs(*args).detach())
+    args, mine, theirs, ybar = _op_inputs(torch, ops, op, a, b)
 
     def fwd_bwd(f: Any) -> Any:
         loss = torch.compile(lambda *x: (f(*x) * ybar).sum(), fullgraph=True)

@@ -268,6 +268,16 @@ def _lu_solve_functions() -> tuple[Any, Any]:
 # ---------------------------------------------------------------------------
 
 
+def _fused_solve_fits(a: Any, b: Any, trans: str) -> bool:
+    """Whether ``aten._linalg_solve_ex`` can factor and solve in one call, keeping A's LU."""
+    return (
+        state.solve_ex_keeps_lu
+        and trans == "N"
+        and b.dtype == a.dtype
+        and ((a.ndim == 2 and b.ndim == 2) or a.shape[:-2] == b.shape[:-2])
+    )
+
+
 class TorchKernels:
     """The kernels of the forward pass: torch.linalg's LAPACK wrappers, no autograd of ours.
 
@@ -291,13 +301,7 @@ class TorchKernels:
         return _raw_lu_solve(lu, factor.pivots, b, trans)
 
     def solve(self, a: Any, b: Any, trans: str = "N") -> tuple[Factor, Any, Any]:
-        if (
-            state.solve_ex_keeps_lu
-            and trans == "N"
-            and b.dtype == a.dtype
-            and ((a.ndim == 2 and b.ndim == 2) or a.shape[:-2] == b.shape[:-2])
-            and not state.transforms_active()
-        ):
+        if _fused_solve_fits(a, b, trans) and not state.transforms_active():
             # One kernel call for the factorization and the solve, as torch.linalg.solve
             # makes: for small matrices the call, not the arithmetic, is the cost.
             x, lu, pivots, info = state.solve_ex(a, b, left=True, check_errors=False)
@@ -340,12 +344,7 @@ class CompileKernels:
         return _raw_lu_solve(factor.lu, factor.pivots, b, trans, _eager_lu_solve)
 
     def solve(self, a: Any, b: Any, trans: str = "N") -> tuple[Factor, Any, Any]:
-        if (
-            state.solve_ex_keeps_lu
-            and trans == "N"
-            and b.dtype == a.dtype
-            and ((a.ndim == 2 and b.ndim == 2) or a.shape[:-2] == b.shape[:-2])
-        ):
+        if _fused_solve_fits(a, b, trans):
             x, lu, pivots, info = state.solve_ex(a, b, left=True, check_errors=False)
             return Factor(a, lu, pivots), x, info
         factor, info = self.lu_factor(a)
