@@ -22,10 +22,11 @@ from invad.testing.plugin import env_backends
 
 BACKENDS = env_backends()
 
-ARGS = {
-    op: (C.SHAPES[op][1], C.primals(op, C.SHAPES[op][1], "float64", np.random.default_rng(0)))
-    for op in RULES
-}
+
+def args(h: Harness, op: str) -> tuple[C.Shape, tuple[np.ndarray, ...]]:
+    """A batched case of ``op``: its shape family and inputs (lu_solve's factored by ``h``)."""
+    shape = C.SHAPES[op][1]
+    return shape, h.inputs(op, shape, "float64", np.random.default_rng(0))
 
 
 # Devices a backend does not list as compute devices but that keep the contract all the
@@ -51,14 +52,17 @@ def placements() -> list:
 def test_outputs_live_on_the_input_device(name, device, op):
     h = Harness(name, device)
     assert h.ops.device == h.backend.resolve_device(device)
-    shape, primals = ARGS[op]
+    rule = RULES[op]
+    shape, primals = args(h, op)
     inputs = [h.put(x) for x in primals]
     out = getattr(h.ops, op)(*inputs, **shape.params)
-    for result in out if RULES[op].returns_info else (out,):
+    for result in out if rule.returns_info or rule.multi else (out,):  # info, pivots too
         assert h.backend.device_of(result) == h.backend.device_of(inputs[0])
-    _, tangent = h.ops.jvp(op, inputs, inputs, **shape.params)
-    tangent = tangent[0] if RULES[op].returns_info else tangent
-    assert h.backend.device_of(tangent) == h.backend.device_of(inputs[0])
+    tangents = [None if integer else x for x, integer in zip(inputs, rule.integer)]
+    _, tangent = h.ops.jvp(op, inputs, tangents, **shape.params)
+    for t in tangent if rule.returns_info or rule.multi else (tangent,):
+        if t is not None:
+            assert h.backend.device_of(t) == h.backend.device_of(inputs[0])
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -68,7 +72,7 @@ def test_mixed_devices_are_rejected_naming_both(name, op):
     if len(devices) < 2:
         pytest.skip(f"backend {name!r} has one device ({devices[0]}): nothing to mix")
     h = Harness(name, devices[0])
-    shape, (a, b) = ARGS[op]
+    shape, (a, b) = args(h, op)
     first = h.backend.from_numpy(a, h.backend.resolve_device(devices[0]))
     second = h.backend.from_numpy(b, h.backend.resolve_device(devices[1]))
     with pytest.raises(

@@ -124,6 +124,12 @@ solve = _dispatching("solve")
 solve_ex = _dispatching("solve_ex")
 tensorinv = _dispatching("tensorinv")
 tensorsolve = _dispatching("tensorsolve")
+lu_factor = _dispatching("lu_factor")
+lu_factor_ex = _dispatching("lu_factor_ex")
+lu_solve = _dispatching("lu_solve")
+solve_triangular = _dispatching("solve_triangular")
+det = _dispatching("det")
+slogdet = _dispatching("slogdet")
 
 __all__ = [
     "Backend",
@@ -132,12 +138,18 @@ __all__ = [
     "Contract",
     "Ops",
     "backends",
+    "det",
     "install",
     "inv",
     "inv_ex",
+    "lu_factor",
+    "lu_factor_ex",
+    "lu_solve",
     "rules",
+    "slogdet",
     "solve",
     "solve_ex",
+    "solve_triangular",
     "tensorinv",
     "tensorsolve",
 ]

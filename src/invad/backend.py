@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import array_api_compat
 
 from .rules import Linalg, Rule
+from .rules._rule import ZERO_PIVOT
 
 
 class Backend:
@@ -113,11 +114,15 @@ class Backend:
         """
         return None
 
-    def raise_if_singular(self, op: str, shape: tuple[int, ...], info: Any) -> None:
+    def raise_if_singular(
+        self, op: str, shape: tuple[int, ...], info: Any, what: str = ZERO_PIVOT
+    ) -> None:
         """Raise :attr:`linalg_error` if ``info`` flags a singular matrix.
 
         The message names the op, the shape and the first singular batch
-        index. Does nothing where :attr:`raises_on_singular` is false.
+        index, and says what ``info = k`` means (``what``, the rule's
+        ``Contract.zero_pivot``, with ``{k}`` for ``k - 1``). Does nothing where
+        :attr:`raises_on_singular` is false.
         """
         if not self.raises_on_singular:
             return
@@ -129,7 +134,7 @@ class Backend:
         where = f" at batch index {index}" if index else ""
         raise self.linalg_error(
             f"invad.{op}: singular matrix{where} (input shape {tuple(shape)}): "
-            f"U[{k - 1}, {k - 1}] of its LU factorization is exactly zero"
+            + what.format(k=k - 1)
         )
 
     def native_op(

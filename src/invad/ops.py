@@ -25,6 +25,12 @@ class Ops:
     solve_ex: Callable[..., tuple[Array, Array]]
     tensorinv: Callable[..., Array]
     tensorsolve: Callable[..., Array]
+    lu_factor: Callable[..., tuple[Array, Array]]
+    lu_factor_ex: Callable[..., tuple[Array, Array, Array]]
+    lu_solve: Callable[..., Array]
+    solve_triangular: Callable[..., Array]
+    det: Callable[..., Array]
+    slogdet: Callable[..., tuple[Array, Array]]
 
     def __init__(self, backend: Backend, device: Any) -> None:
         self.backend = backend
@@ -61,9 +67,10 @@ class Ops:
     ) -> tuple[Any, Any]:
         """Outputs of ``op`` at ``primals`` and their tangents along ``tangents``.
 
-        ``tangents`` is a tuple in the op's input order (``None`` for zero).
-        For the ``_ex`` ops both results are pairs ``(value, info)``, with
-        ``None`` for the tangent of ``info``.
+        ``tangents`` is a tuple in the op's input order (``None`` for zero, and
+        always for integer inputs such as ``pivots``). Both results have the
+        shape of the op's result: for the ``_ex`` ops and the ops with several
+        outputs a tuple, with ``None`` for the tangents of ``info`` and ``pivots``.
         """
         rule = self._rule(op)
         primals = tuple(primals)
@@ -75,27 +82,42 @@ class Ops:
     ) -> tuple[Any, Any]:
         op = rule.name
         primal = self._primal(rule, primals, params)
-        for name, x, t in zip(rule.contract.inputs, primals, tangents):
-            if t is not None and tuple(t.shape) != tuple(x.shape):
+        if len(tangents) != len(primals):
+            raise TypeError(
+                f"invad.{op}: expected {len(primals)} tangents "
+                f"({', '.join(rule.contract.inputs)}), got {len(tangents)}"
+            )
+        for name, x, t, integer in zip(rule.contract.inputs, primals, tangents, rule.integer):
+            if t is None:
+                continue
+            if integer:
+                raise ValueError(f"invad.{op}: `{name}` is an integer input; its tangent is None")
+            if tuple(t.shape) != tuple(x.shape):
                 raise ValueError(
                     f"invad.{op}: the tangent of `{name}` has shape {tuple(t.shape)}, "
                     f"expected {tuple(x.shape)}"
                 )
-        dvalue = rule.jvp(self.la, primal.residuals, tangents, **params)
-        if dvalue is None:
-            dvalue = self.xp.zeros_like(primal.value)
+        out = rule.jvp(self.la, primal.residuals, tangents, **params)
+        values = rule.values(primal)
+        douts = out if rule.multi else (out,)
+        douts = tuple(
+            None if not diff else self.xp.zeros_like(v) if d is None else d
+            for v, d, diff in zip(values, douts, rule.differentiable)
+        )
         if rule.returns_info:
-            return (primal.value, primal.info), (dvalue, None)
-        return primal.value, dvalue
+            return rule.result(primal), (*douts, None)
+        return rule.result(primal), douts if rule.multi else douts[0]
 
     def vjp(
         self, op: str, primals: Sequence[Array], cotangents: Any, **params: Any
     ) -> tuple[Any, tuple[Array, ...]]:
         """Outputs of ``op`` at ``primals`` and the input cotangents of ``cotangents``.
 
-        ``cotangents`` has the shape of the op's result (a pair
-        ``(value, None)`` for the ``_ex`` ops). The input cotangents are a
-        tuple in input order, in the adjoint convention ``Re tr(X^H Y)``.
+        ``cotangents`` has the shape of the op's result (a tuple, with ``None``
+        for ``info`` and ``pivots``, for the ``_ex`` ops and the ops with several
+        outputs; ``None`` for a zero cotangent). The input cotangents are a
+        tuple in input order, in the adjoint convention ``Re tr(X^H Y)``;
+        ``None`` for integer inputs.
         """
         rule = self._rule(op)
         primals = tuple(primals)
@@ -107,29 +129,54 @@ class Ops:
     ) -> tuple[Any, tuple[Array, ...]]:
         op = rule.name
         primal = self._primal(rule, primals, params)
-        ct = cotangents[0] if rule.returns_info else cotangents
-        if tuple(ct.shape) != tuple(primal.value.shape):
+        values = rule.values(primal)
+        several = rule.returns_info or rule.multi
+        cts = tuple(cotangents)[: len(values)] if several else (cotangents,)
+        if len(cts) != len(values):
             raise ValueError(
-                f"invad.{op}: the cotangent has shape {tuple(ct.shape)}, expected "
-                f"{tuple(primal.value.shape)}"
+                f"invad.{op}: expected {len(values)} cotangents "
+                f"({', '.join(rule.value_names)}), got {len(cts)}"
             )
-        needs = (True,) * len(rule.contract.inputs)
-        cts = rule.vjp(self.la, primal.residuals, ct, needs, **params)
-        outputs = (primal.value, primal.info) if rule.returns_info else primal.value
-        return outputs, tuple(cts)
+        fitted = []
+        for name, v, ct, diff in zip(rule.value_names, values, cts, rule.differentiable):
+            if ct is None or not diff:
+                fitted.append(None)
+                continue
+            if tuple(ct.shape) != tuple(v.shape):
+                raise ValueError(
+                    f"invad.{op}: the cotangent of `{name}` has shape {tuple(ct.shape)}, "
+                    f"expected {tuple(v.shape)}"
+                )
+            fitted.append(ct)
+        needs = tuple(not integer for integer in rule.integer)
+        if rule.multi:
+            xbars = rule.vjp(self.la, primal.residuals, tuple(fitted), needs, **params)
+        elif fitted[0] is None:
+            xbars = (None,) * len(primals)
+        else:
+            xbars = rule.vjp(self.la, primal.residuals, fitted[0], needs, **params)
+        xbars = tuple(
+            None if integer else self.xp.zeros_like(x) if xb is None else xb
+            for x, xb, integer in zip(primals, xbars, rule.integer)
+        )
+        return rule.result(primal), xbars
 
 
-def _check_same_device(backend: Backend, op: str, arrays: Sequence[Array]) -> None:
+def _check_same_device(
+    backend: Backend, op: str, arrays: Sequence[Array], names: Sequence[str] = ("a", "b")
+) -> None:
     if len(arrays) < 2:
         return
     first = backend.device_of(arrays[0])
-    for arg, x in zip(("b",), arrays[1:]):
+    if first is None:  # not known (a JAX tracer): nothing to check
+        return
+    for arg, x in zip(names[1:], arrays[1:]):
         other = backend.device_of(x)
-        if first is None or other is None:  # not known (a JAX tracer): nothing to check
+        if other is None:
             continue
         if other != first:
             raise ValueError(
-                f"invad.{op}: `a` is on device {first} but `{arg}` is on device {other}"
+                f"invad.{op}: `{names[0]}` is on device {first} but `{arg}` is on device {other}"
             )
 
 
@@ -138,10 +185,12 @@ def checked_primal(
 ) -> Primal:
     """Check the input, run the primal, and raise on a singular matrix unless ``_ex``."""
     rule.check(la.xp, rule.name, *args, **params)
-    _check_same_device(backend, rule.name, args)
+    _check_same_device(backend, rule.name, args, rule.contract.inputs)
     primal = rule.primal(la, *args, **params)
-    if not rule.returns_info:
-        backend.raise_if_singular(rule.name, tuple(args[0].shape), primal.info)
+    if rule.raises and not rule.returns_info:
+        backend.raise_if_singular(
+            rule.name, tuple(args[0].shape), primal.info, rule.contract.zero_pivot
+        )
     return primal
 
 
@@ -156,8 +205,7 @@ def _functional_op(rule: Rule, la: Linalg, backend: Backend) -> Callable[..., An
             bound = rule.signature.bind(*args, **kwargs)
             args = tuple(bound.arguments.pop(i) for i in inputs)
             kwargs = bound.arguments
-        result = checked_primal(rule, la, backend, accept(name, inputs, args), kwargs)
-        return (result.value, result.info) if rule.returns_info else result.value
+        return rule.result(checked_primal(rule, la, backend, accept(name, inputs, args), kwargs))
 
     op.__name__ = op.__qualname__ = rule.name
     op.__doc__ = op_docstring(rule)

@@ -92,7 +92,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from ..backend import Backend
+from ..backend import ZERO_PIVOT, Backend
 from ..hookspecs import hookimpl
 from ..rules import Factor, Linalg, Rule
 from ..rules._linalg import Trans, broadcast_batch, portable_lu_factor
@@ -411,9 +411,11 @@ class CupyBackend(Backend):
     def kernels(self, device: Any) -> CupyKernels:
         return CupyKernels(self.namespace(), _cupy, _cupyx)
 
-    def raise_if_singular(self, op: str, shape: tuple[int, ...], info: Any) -> None:
+    def raise_if_singular(
+        self, op: str, shape: tuple[int, ...], info: Any, what: str = ZERO_PIVOT
+    ) -> None:
         if info.size and bool(info.any()):  # one reduction and one sync in the common case
-            super().raise_if_singular(op, shape, info)
+            super().raise_if_singular(op, shape, info, what)
 
     def native_op(
         self, rule: Rule, la: Linalg, functional: Callable[..., Any]

@@ -34,10 +34,13 @@ import array_api_compat.numpy
 import numpy as np
 from numpy.linalg import _umath_linalg
 
-from ..backend import Backend, not_accepted
+from ..backend import ZERO_PIVOT, Backend, not_accepted
 from ..hookspecs import hookimpl
 from ..rules import Factor
-from ..rules._linalg import broadcast_batch
+from ..rules._linalg import broadcast_batch, portable_solve_triangular
+
+#: The array API namespace over NumPy, for the portable kernels.
+_XP = array_api_compat.numpy
 
 #: Matrices at least this large are factored once with LAPACK and the factors reused.
 LAPACK_MIN_N = 20
@@ -101,10 +104,10 @@ class NumpyKernels:
 
     def lu_factor(self, a: np.ndarray) -> tuple[Factor, np.ndarray]:
         """LAPACK ``getrf`` of each matrix of the batch, in a column-major copy of ``A``."""
-        batch, n = a.shape[:-2], a.shape[-1]
+        batch, k = a.shape[:-2], min(a.shape[-2:])
         # A C-ordered copy of A^T is, matrix by matrix, a column-major A: getrf works in it.
         lu = np.swapaxes(np.array(np.swapaxes(a, -1, -2), order="C", copy=True), -1, -2)
-        piv = np.empty((*batch, n), dtype=np.int32)
+        piv = np.empty((*batch, k), dtype=np.int32)
         info = np.zeros(batch, dtype=np.int32)
         if a.size:
             getrf = self._lapack("getrf", a.dtype)
@@ -140,6 +143,77 @@ class NumpyKernels:
             for i in np.ndindex(*batch):
                 x[i], _ = getrs(lu[i], piv[i], b[i], trans=code)
             return x
+
+    def solve_triangular(
+        self, t: np.ndarray, b: np.ndarray, upper: bool, trans: str = "N", unit: bool = False
+    ) -> np.ndarray:
+        """``op(T)^-1 b`` reading one triangle: LAPACK ``trtrs`` per matrix for large ``n``,
+        the portable substitution (vectorised over the batch) for small ``n``."""
+        n = t.shape[-1]
+        dtype = np.result_type(t, b)
+        if n < LAPACK_MIN_N or b.size == 0:
+            with _quiet():
+                return portable_solve_triangular(_XP, t, b, upper, trans, unit)  # type: ignore[no-any-return]
+        trtrs = self._lapack("trtrs", dtype)
+        kw = {"lower": int(not upper), "trans": _GETRS_TRANS[trans], "unitdiag": int(unit)}
+        t = t.astype(dtype, copy=False)
+        with _quiet():
+            if t.ndim == 2:  # one matrix: every right-hand side of the batch in one call
+                cols = np.moveaxis(b, -2, 0).reshape(n, -1).astype(dtype, copy=False)
+                x, _ = trtrs(t, cols, **kw)
+                return np.moveaxis(x.reshape(n, *b.shape[:-2], b.shape[-1]), 0, -2)
+            batch = broadcast_batch(t.shape[:-2], b.shape[:-2])
+            t = np.broadcast_to(t, (*batch, n, n))
+            b = np.broadcast_to(b.astype(dtype, copy=False), (*batch, *b.shape[-2:]))
+            x = np.empty(b.shape, dtype=dtype)
+            for i in np.ndindex(*batch):
+                x[i], _ = trtrs(t[i], b[i], **kw)
+            return x
+
+    def permute_rows(self, pivots: np.ndarray, x: np.ndarray, inverse: bool = False) -> np.ndarray:
+        """``P^T x`` (LAPACK's row interchanges in order), or ``P x``: one gather."""
+        m = x.shape[-2]
+        if pivots.ndim == 1:  # one permutation: the interchanges in plain Python
+            perm = list(range(m))
+            for k, p in enumerate(pivots.tolist()):
+                perm[k], perm[p] = perm[p], perm[k]
+            index = np.argsort(perm) if inverse else np.asarray(perm, dtype=np.intp)
+            return x[..., index, :]
+        batch = pivots.shape[:-1]
+        perm = np.array(np.broadcast_to(np.arange(m), (*batch, m)))
+        for k in range(pivots.shape[-1]):
+            p = pivots[..., k : k + 1].astype(np.intp)
+            at_p = np.take_along_axis(perm, p, axis=-1)
+            np.put_along_axis(perm, p, perm[..., k : k + 1], axis=-1)
+            perm[..., k : k + 1] = at_p
+        if inverse:
+            perm = np.argsort(perm, axis=-1)
+        full = broadcast_batch(batch, x.shape[:-2])
+        x = np.broadcast_to(x, (*full, *x.shape[-2:]))
+        perm = perm.reshape((1,) * (len(full) - len(batch)) + perm.shape)
+        return np.take_along_axis(x, perm[..., :, None], axis=-2)
+
+    # -- determinants: NumPy's batched gufuncs, no factor kept ------------------------
+
+    def slogdet(self, a: np.ndarray) -> tuple[Factor, np.ndarray, np.ndarray, np.ndarray]:
+        """``numpy.linalg.slogdet``'s gufunc (getrf inside, one C loop). The derivatives then
+        solve with ``a`` itself (``Factor(a, None, None)``, as the small solves do)."""
+        c, r = _CHAR[a.dtype], np.dtype(a.real.dtype).char
+        with _quiet():
+            sign, logabsdet = _umath_linalg.slogdet(a, signature=f"{c}->{c}{r}")
+        return Factor(a, None, None), sign, logabsdet, self._info_where(a, sign == 0)
+
+    def det(self, a: np.ndarray) -> tuple[Factor, np.ndarray, np.ndarray]:
+        c = _CHAR[a.dtype]
+        with _quiet():
+            det = _umath_linalg.det(a, signature=f"{c}->{c}")
+        return Factor(a, None, None), det, self._info_where(a, det == 0)
+
+    def _info_where(self, a: np.ndarray, zero: np.ndarray) -> np.ndarray:
+        """getrf's ``info`` where a determinant came out zero (only those are factored)."""
+        if not zero.any():
+            return np.zeros(a.shape[:-2], dtype=np.int32)
+        return self._getrf_info(a, zero)
 
     # -- NumPy's batched gufuncs, singular elements looked at one by one ------------
 
@@ -243,7 +317,7 @@ class NumpyBackend(Backend):
         return isinstance(x, np.ndarray)
 
     def namespace(self) -> Any:
-        return array_api_compat.numpy
+        return _XP
 
     @property
     def linalg_error(self) -> type[Exception]:
@@ -252,9 +326,11 @@ class NumpyBackend(Backend):
     def kernels(self, device: Any) -> NumpyKernels:
         return NumpyKernels()
 
-    def raise_if_singular(self, op: str, shape: tuple[int, ...], info: Any) -> None:
+    def raise_if_singular(
+        self, op: str, shape: tuple[int, ...], info: Any, what: str = ZERO_PIVOT
+    ) -> None:
         if info.any():  # fast exit first: this runs on every call
-            super().raise_if_singular(op, shape, info)
+            super().raise_if_singular(op, shape, info, what)
 
 
 @hookimpl

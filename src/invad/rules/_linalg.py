@@ -1,16 +1,35 @@
 """What a rule may call: the array namespace, the LU kernels, and a few matrix helpers.
 
 Rules never import a framework. They receive a :class:`Linalg`, built once at
-install time, that bundles the backend's array namespace with three kernels:
+install time, that bundles the backend's array namespace with its kernels:
 
-- ``lu_factor(a) -> (Factor, info)``: LAPACK ``getrf`` over a batch;
+- ``lu_factor(a) -> (Factor, info)``: LAPACK ``getrf`` over a batch, square or
+  rectangular ``(..., m, n)``; ``pivots`` of shape ``(..., min(m, n))`` in the
+  framework's own convention (LAPACK's row interchanges, counted from
+  ``pivot_base``: 1 for torch, 0 for SciPy, JAX and CuPy);
 - ``lu_solve(factor, b, trans) -> x``: ``getrs``, solving ``op(A) x = b`` with
   ``op`` the identity (``"N"``), the transpose (``"T"``) or the adjoint (``"H"``),
-  batch dimensions of the factor and of ``b`` broadcast;
+  batch dimensions of the factor and of ``b`` broadcast. ``factor.a`` may be
+  ``None`` (a factorization the user made: nothing differentiates it);
 - ``inv(a) -> (inverse, info)``;
 - ``solve(a, b, trans) -> (Factor, x, info)``: factor and solve in one call, for
   libraries whose fused solver beats a separate factor and solve; by default
-  ``lu_factor`` then ``lu_solve``.
+  ``lu_factor`` then ``lu_solve``;
+- ``solve_triangular(t, b, upper, trans, unit) -> x``: ``trtrs``, solving
+  ``op(T) x = b`` reading only the triangle of ``T`` named by ``upper`` (and not
+  its diagonal if ``unit``). Backends whose AD engine differentiates their
+  triangular solve (torch, JAX) hand it in: the rules' derivatives that solve
+  with ``L`` or ``U`` are then differentiable at every order;
+- ``permute_rows(pivots, x, inverse) -> y``: ``P^T x`` (LAPACK's ``laswp``, the
+  interchanges in order) for ``A = P L U``, or ``P x`` with ``inverse``;
+- ``slogdet(a) -> (Factor, sign, logabsdet, info)`` and ``det(a) -> (Factor, det,
+  info)``: from one LU (a backend whose fused kernel keeps no factor may return
+  ``Factor(a, None, None)``, which its ``lu_solve`` understands);
+- ``if_any(mask, then, otherwise)``: ``then()`` if any element of ``mask`` is
+  true, else ``otherwise()``; ``then`` must be right for every element. It lets
+  a rule skip work that no batch element needs (``det``'s adjugate at singular
+  matrices): eagerly by reading ``mask``, under JAX with ``lax.cond``, and
+  where the values cannot be read (``torch.func`` transforms) by calling ``then``.
 
 A backend may hand in faster native kernels; whatever it leaves out is filled
 from the portable versions below, written only in array-API operations. Those
@@ -36,9 +55,11 @@ class Factor(NamedTuple):
     """An LU factorization ``a = P L U`` as the backend's kernels store it.
 
     ``a`` is kept so that a backend whose kernels are differentiable (torch
-    at higher order) can differentiate a solve with respect to the matrix.
-    ``lu`` and ``pivots`` are opaque to the rules; the portable kernels use
-    LAPACK's packed layout with 0-based pivot rows.
+    at higher order) can differentiate a solve with respect to the matrix; it
+    is ``None`` for a factorization the user passed in (``lu_solve``). ``lu``
+    is LAPACK's packed layout (``L`` strictly below the diagonal, unit
+    diagonal implied, ``U`` on and above it) and ``pivots`` its row
+    interchanges in the framework's convention (see ``pivot_base``).
     """
 
     a: Array
@@ -78,6 +99,10 @@ LUFactor = Callable[[Array], tuple[Factor, Array]]
 LUSolve = Callable[[Factor, Array, Trans], Array]
 Inv = Callable[[Array], tuple[Array, Array]]
 Solve = Callable[[Array, Array, Trans], tuple[Factor, Array, Array]]
+SolveTriangular = Callable[[Array, Array, bool, Trans, bool], Array]
+PermuteRows = Callable[[Array, Array, bool], Array]
+Slogdet = Callable[[Array], tuple[Factor, Array, Array, Array]]
+Det = Callable[[Array], tuple[Factor, Array, Array]]
 
 
 @dataclass(frozen=True)
@@ -89,6 +114,12 @@ class Linalg:
     lu_solve: LUSolve
     inv: Inv
     solve: Solve
+    solve_triangular: SolveTriangular
+    permute_rows: PermuteRows
+    slogdet: Slogdet
+    det: Det
+    if_any: Callable[[Array, Callable[[], Any], Callable[[], Any]], Any]
+    pivot_base: int = 0
 
     @classmethod
     def build(cls, xp: Any, kernels: Any = None) -> Linalg:
@@ -98,12 +129,27 @@ class Linalg:
             native = getattr(kernels, name, None)
             return native if native is not None else portable
 
+        base = int(getattr(kernels, "pivot_base", 0))
+        permute_rows = pick(
+            "permute_rows", lambda piv, x, inverse: portable_permute_rows(xp, piv, x, inverse, base)
+        )
         lu_factor = pick("lu_factor", lambda a: portable_lu_factor(xp, a))
-        lu_solve = pick("lu_solve", lambda f, b, trans: portable_lu_solve(xp, f, b, trans))
+        lu_solve = pick(
+            "lu_solve", lambda f, b, trans: portable_lu_solve(xp, f, b, trans, permute_rows)
+        )
 
         def factor_then_solve(a: Array, b: Array, trans: Trans) -> tuple[Factor, Array, Array]:
             factor, info = lu_factor(a)
             return factor, lu_solve(factor, b, trans), info
+
+        def lu_slogdet(a: Array) -> tuple[Factor, Array, Array, Array]:
+            factor, info = lu_factor(a)
+            sign, logabsdet = slogdet_of_lu(xp, factor, base)
+            return factor, sign, logabsdet, info
+
+        def lu_det(a: Array) -> tuple[Factor, Array, Array]:
+            factor, info = lu_factor(a)
+            return factor, det_of_lu(xp, factor, base), info
 
         return cls(
             xp=xp,
@@ -111,6 +157,19 @@ class Linalg:
             lu_solve=lu_solve,
             inv=pick("inv", lambda a: portable_inv(xp, a)),
             solve=pick("solve", factor_then_solve),
+            solve_triangular=pick(
+                "solve_triangular",
+                lambda t, b, upper, trans, unit: portable_solve_triangular(
+                    xp, t, b, upper, trans, unit
+                ),
+            ),
+            permute_rows=permute_rows,
+            slogdet=pick("slogdet", lu_slogdet),
+            det=pick("det", lu_det),
+            if_any=pick(
+                "if_any", lambda mask, then, otherwise: portable_if_any(xp, mask, then, otherwise)
+            ),
+            pivot_base=base,
         )
 
 
@@ -183,6 +242,67 @@ def cotangent_for(xp: Any, ct: Array, primal: Array) -> Array:
     return ct if ct.dtype == primal.dtype else xp.astype(ct, primal.dtype)
 
 
+def diagonal(xp: Any, x: Array) -> Array:
+    """The main diagonal of the last two axes, ``(..., min(m, n))``."""
+    return xp.linalg.diagonal(x)
+
+
+def portable_if_any(
+    xp: Any, mask: Array, then: Callable[[], Any], otherwise: Callable[[], Any]
+) -> Any:
+    """``then()`` if any element of ``mask`` is true or its values cannot be read, else
+    ``otherwise()``."""
+    try:
+        found = bool(xp.any(mask))
+    except Exception:  # a tracer, a functorch-wrapped tensor: no value to read
+        found = True
+    return then() if found else otherwise()
+
+
+def first_zero(xp: Any, d: Array) -> Array:
+    """LAPACK-style ``info`` of a diagonal ``d`` (``(..., n)``): 1 + the index of its first
+    exact zero, 0 where it has none."""
+    zero = d == 0
+    n = d.shape[-1]
+    if n == 0:
+        return xp.zeros(d.shape[:-1], dtype=xp.int32, device=d.device)
+    k = xp.arange(1, n + 1, dtype=xp.int32, device=d.device)
+    big = xp.asarray(n + 1, dtype=xp.int32, device=d.device)
+    first = xp.min(xp.where(zero, k, big), axis=-1)
+    return xp.where(first == big, xp.zeros_like(first), first)
+
+
+def pivot_sign(xp: Any, pivots: Array, base: int, dtype: Any) -> Array:
+    """``det(P)``, +1 or -1 per batch element: -1 per row interchange that moves a row."""
+    k = pivots.shape[-1]
+    rows = xp.arange(base, base + k, dtype=pivots.dtype, device=pivots.device)
+    swaps = xp.sum(xp.astype(pivots != rows, xp.int32), axis=-1)
+    one = xp.ones(swaps.shape, dtype=dtype, device=pivots.device)
+    return xp.where(swaps % 2 == 1, -one, one)
+
+
+def slogdet_of_lu(xp: Any, factor: Factor, base: int) -> tuple[Array, Array]:
+    """``(sign, logabsdet)`` from the diagonal of ``U`` and the parity of the interchanges;
+    ``(0, -inf)`` where ``U`` has a zero on its diagonal."""
+    d = diagonal(xp, factor.lu)
+    absd = xp.abs(d)
+    logabsdet = xp.sum(xp.log(absd), axis=-1)
+    if is_complex(xp, d):
+        zero = absd == 0
+        unit = d / xp.astype(xp.where(zero, xp.ones_like(absd), absd), d.dtype)
+        phase = xp.where(zero, xp.zeros_like(unit), unit)
+    else:
+        phase = xp.sign(d)
+    sign = xp.prod(phase, axis=-1) * pivot_sign(xp, factor.pivots, base, d.dtype)
+    return sign, logabsdet
+
+
+def det_of_lu(xp: Any, factor: Factor, base: int) -> Array:
+    """``det(A) = det(P) prod(diag(U))``."""
+    d = diagonal(xp, factor.lu)
+    return xp.prod(d, axis=-1) * pivot_sign(xp, factor.pivots, base, d.dtype)
+
+
 # -- portable LU kernels ------------------------------------------------------
 # Rows are selected and swapped with one-hot masks rather than scatter or
 # take_along_axis: every array-API library has `where` and `sum`.
@@ -205,7 +325,7 @@ def _pivot_magnitude(xp: Any, x: Array) -> Array:
 
 
 def portable_lu_factor(xp: Any, a: Array) -> tuple[Factor, Array]:
-    """Batched LU with partial pivoting, in array-API operations only.
+    """Batched LU with partial pivoting of ``(..., m, n)`` input, in array-API operations only.
 
     Step for step LAPACK's unblocked ``getf2``: the pivot is the first entry of
     largest ``i?amax`` magnitude; a zero pivot sets ``info`` (the first one
@@ -214,19 +334,19 @@ def portable_lu_factor(xp: Any, a: Array) -> tuple[Factor, Array]:
     then the rank-one update. Exact zero pivots come from rounding as much as
     from structure, so ``info`` is getf2's: blocked or recursive ``getrf``
     builds (OpenBLAS, MKL) round differently and can disagree on matrices that
-    are singular only to rounding.
+    are singular only to rounding. Pivots are 0-based, ``min(m, n)`` of them.
     """
-    n = a.shape[-1]
+    m, n = a.shape[-2], a.shape[-1]
     batch = tuple(a.shape[:-2])
     lu = xp.asarray(a, copy=True)
     info = xp.zeros(batch, dtype=xp.int32, device=a.device)
-    rows = _row_index(xp, n, a)
+    rows = _row_index(xp, m, a)
     tiny = xp.finfo(a.dtype).smallest_normal
     pivots = []
-    for k in range(n):
+    for k in range(min(m, n)):
         sub = lu[..., k:, :]
         p = xp.argmax(_pivot_magnitude(xp, sub[..., k]), axis=-1)
-        onehot = rows[: n - k, :] == xp.reshape(p, (*batch, 1, 1))
+        onehot = rows[: m - k, :] == xp.reshape(p, (*batch, 1, 1))
         row_p = _select_row(xp, sub, onehot)
         lu[..., k:, :] = xp.where(onehot, sub[..., :1, :], sub)
         lu[..., k : k + 1, :] = row_p
@@ -235,7 +355,7 @@ def portable_lu_factor(xp: Any, a: Array) -> tuple[Factor, Array]:
         info = xp.where(
             (info == 0) & singular, xp.asarray(k + 1, dtype=xp.int32, device=a.device), info
         )
-        if k + 1 < n:
+        if k + 1 < m:
             # A zero pivot means the column below is zero too: leave it, as getf2 does.
             safe = xp.where(singular, xp.ones_like(pivot), pivot)[..., None]
             below = lu[..., k + 1 :, k]
@@ -262,32 +382,77 @@ def _swap_rows(xp: Any, x: Array, k: int, p: Array) -> Array:
     return x
 
 
-def portable_lu_solve(xp: Any, factor: Factor, b: Array, trans: Trans = "N") -> Array:
+def _broadcast_copy(xp: Any, x: Array, batch: tuple[int, ...], dtype: Any) -> Array:
+    """A fresh, writable ``x`` of dtype ``dtype``, its batch dimensions broadcast to ``batch``."""
+    x = x if x.dtype == dtype else xp.astype(x, dtype)
+    return xp.asarray(xp.broadcast_to(x, (*batch, *x.shape[-2:])), copy=True)
+
+
+def portable_permute_rows(
+    xp: Any, pivots: Array, x: Array, inverse: bool = False, base: int = 0
+) -> Array:
+    """``P^T x`` for ``A = P L U`` (LAPACK's ``laswp``: the interchanges in order), or ``P x``."""
+    batch = broadcast_batch(tuple(pivots.shape[:-1]), tuple(x.shape[:-2]))
+    x = _broadcast_copy(xp, x, batch, x.dtype)
+    steps = range(pivots.shape[-1])
+    for k in reversed(steps) if inverse else steps:
+        x = _swap_rows(xp, x, k, pivots[..., k] - base)
+    return x
+
+
+def portable_lu_solve(
+    xp: Any,
+    factor: Factor,
+    b: Array,
+    trans: Trans = "N",
+    permute_rows: PermuteRows | None = None,
+) -> Array:
     """Solve ``op(A) x = b`` from ``A = P L U`` (``getrs``), in array-API operations only."""
-    lu, piv = factor.lu, factor.pivots
-    n = lu.shape[-1]
-    batch = broadcast_batch(tuple(lu.shape[:-2]), tuple(b.shape[:-2]))
+    lu = factor.lu
+    if permute_rows is None:
+
+        def permute_rows(piv: Array, x: Array, inverse: bool) -> Array:
+            return portable_permute_rows(xp, piv, x, inverse)
+
     dtype = xp.result_type(lu.dtype, b.dtype)
-    x = xp.asarray(xp.broadcast_to(xp.astype(b, dtype), (*batch, *b.shape[-2:])), copy=True)
-    if trans == "N":
-        for k in range(n):  # x = P^T b
-            x = _swap_rows(xp, x, k, piv[..., k])
-        for j in range(n - 1):  # L y = x, unit lower
+    lu = lu if lu.dtype == dtype else xp.astype(lu, dtype)
+    b = b if b.dtype == dtype else xp.astype(b, dtype)
+    if trans == "N":  # x = U^-1 L^-1 P^T b
+        y = portable_solve_triangular(
+            xp, lu, permute_rows(factor.pivots, b, False), False, "N", True
+        )
+        return portable_solve_triangular(xp, lu, y, True, "N", False)
+    # op(A) = op(U) op(L) P^T:  x = P op(L)^-1 op(U)^-1 b
+    y = portable_solve_triangular(xp, lu, b, True, trans, False)
+    y = portable_solve_triangular(xp, lu, y, False, trans, True)
+    return permute_rows(factor.pivots, y, True)
+
+
+def portable_solve_triangular(
+    xp: Any, t: Array, b: Array, upper: bool, trans: Trans = "N", unit: bool = False
+) -> Array:
+    """Solve ``op(T) x = b`` (``trtrs``) reading only the triangle of ``T`` that ``upper``
+    names, and not its diagonal if ``unit``; batch dimensions broadcast."""
+    n = t.shape[-1]
+    batch = broadcast_batch(tuple(t.shape[:-2]), tuple(b.shape[:-2]))
+    dtype = xp.result_type(t.dtype, b.dtype)
+    x = _broadcast_copy(xp, b, batch, dtype)
+    m = t if t.dtype == dtype else xp.astype(t, dtype)
+    if trans != "N":  # op(T) is the other triangle of T^T (or T^H)
+        m = mH(xp, m) if trans == "H" else mT(xp, m)
+        upper = not upper
+    if upper:  # back substitution
+        for j in reversed(range(n)):
+            if not unit:
+                x[..., j : j + 1, :] = x[..., j : j + 1, :] / m[..., j : j + 1, j : j + 1]
+            x[..., :j, :] = x[..., :j, :] - m[..., :j, j : j + 1] * x[..., j : j + 1, :]
+    else:  # forward substitution
+        for j in range(n):
+            if not unit:
+                x[..., j : j + 1, :] = x[..., j : j + 1, :] / m[..., j : j + 1, j : j + 1]
             x[..., j + 1 :, :] = (
-                x[..., j + 1 :, :] - lu[..., j + 1 :, j : j + 1] * x[..., j : j + 1, :]
+                x[..., j + 1 :, :] - m[..., j + 1 :, j : j + 1] * x[..., j : j + 1, :]
             )
-        for j in reversed(range(n)):  # U x = y
-            x[..., j : j + 1, :] = x[..., j : j + 1, :] / lu[..., j : j + 1, j : j + 1]
-            x[..., :j, :] = x[..., :j, :] - lu[..., :j, j : j + 1] * x[..., j : j + 1, :]
-        return x
-    ut = mH(xp, lu) if trans == "H" else mT(xp, lu)  # op(U) lower, op(L) unit upper
-    for j in range(n):  # op(U) y = b
-        x[..., j : j + 1, :] = x[..., j : j + 1, :] / ut[..., j : j + 1, j : j + 1]
-        x[..., j + 1 :, :] = x[..., j + 1 :, :] - ut[..., j + 1 :, j : j + 1] * x[..., j : j + 1, :]
-    for j in reversed(range(n)):  # op(L) z = y
-        x[..., :j, :] = x[..., :j, :] - ut[..., :j, j : j + 1] * x[..., j : j + 1, :]
-    for k in reversed(range(n)):  # x = P z
-        x = _swap_rows(xp, x, k, piv[..., k])
     return x
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from ._linalg import Array
 
@@ -17,10 +17,15 @@ CONVENTION = (
 
 SUPPORTED_DTYPES = ("float32", "float64", "complex64", "complex128")
 
+#: What ``info = k`` means for an LU factorization (``{k}`` is k - 1).
+ZERO_PIVOT = "U[{k}, {k}] of its LU factorization is exactly zero"
+
 
 @dataclass(frozen=True)
 class Param:
-    """A keyword parameter of an op."""
+    """A keyword parameter of an op; ``default=Param.REQUIRED`` for one without a default."""
+
+    REQUIRED: ClassVar[Any] = inspect.Parameter.empty
 
     name: str
     default: Any
@@ -46,11 +51,19 @@ class Contract:
     shapes: str
     convention: str = CONVENTION
     dtypes: tuple[str, ...] = SUPPORTED_DTYPES
+    #: Inputs that are integer arrays (``lu_solve``'s pivots): never differentiated.
+    integer_inputs: tuple[str, ...] = ()
+    #: What ``info = k > 0`` means, for the singular-matrix error (``{k}`` is k - 1).
+    zero_pivot: str = ZERO_PIVOT
 
 
 @dataclass(frozen=True)
 class Primal:
-    """A rule's forward result: the differentiable value, LAPACK ``info``, and residuals.
+    """A rule's forward result: the value, LAPACK ``info``, and residuals.
+
+    ``value`` is one array, or for an op with several outputs (``lu_factor``'s
+    ``(LU, pivots)``, ``slogdet``'s ``(sign, logabsdet)``) a tuple of them in
+    the contract's output order.
 
     ``residuals`` is a NamedTuple per rule, the least its derivatives need:
     arrays, which backends save with their own machinery
@@ -61,7 +74,7 @@ class Primal:
     Python value. ``rule.residuals(*fields)`` rebuilds it.
     """
 
-    value: Array
+    value: Array | tuple[Array, ...]
     info: Array
     residuals: Any  # the rule's NamedTuple of arrays and ArrayMeta
 
@@ -80,13 +93,19 @@ class Rule:
       naming ``op`` (the rule's or its ``_ex`` twin's name);
     - ``primal(la, *inputs, **params) -> Primal``;
     - ``jvp(la, residuals, tangents, **params) -> output tangent``; ``tangents`` is a
-      tuple in input order, ``None`` for a zero tangent;
+      tuple in input order, ``None`` for a zero tangent (always for integer inputs);
     - ``vjp(la, residuals, cotangent, needs, **params) -> input cotangents``, a tuple in
       input order in the adjoint convention; ``needs[i]`` false lets the rule skip
       input ``i`` (and return ``None`` for it).
 
-    ``returns_info`` marks the ``_ex`` variants, whose result is ``(value, info)``
-    and which never raise on singular input.
+    For an op with several outputs the output tangent and the cotangent are
+    tuples in output order, ``None`` for zero (and for the outputs that are
+    not differentiable).
+
+    ``returns_info`` marks the ``_ex`` variants, whose result ends with ``info``
+    and which never raise on singular input. ``raises`` is false for the ops
+    that never raise at all (``det``, ``slogdet``, ``lu_factor``): a singular
+    matrix is in their domain.
     """
 
     contract: Contract
@@ -96,6 +115,7 @@ class Rule:
     vjp: VjpFn
     residuals: type
     returns_info: bool = False
+    raises: bool = True
     signature: inspect.Signature = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -112,6 +132,39 @@ class Rule:
     @property
     def name(self) -> str:
         return self.contract.name
+
+    @property
+    def value_names(self) -> tuple[str, ...]:
+        """The outputs that ``Primal.value`` holds: every output but ``info``."""
+        outputs = self.contract.outputs
+        return outputs[:-1] if self.returns_info else outputs
+
+    @property
+    def multi(self) -> bool:
+        """Whether ``Primal.value`` is a tuple (the op has several outputs besides ``info``)."""
+        return len(self.value_names) > 1
+
+    @property
+    def differentiable(self) -> tuple[bool, ...]:
+        """Per value output: whether it carries a derivative."""
+        diff = self.contract.differentiable_outputs
+        return tuple(name in diff for name in self.value_names)
+
+    @property
+    def integer(self) -> tuple[bool, ...]:
+        """Per input: whether it is an integer array (never differentiated)."""
+        integer = self.contract.integer_inputs
+        return tuple(name in integer for name in self.contract.inputs)
+
+    def values(self, primal: Primal) -> tuple[Array, ...]:
+        """``primal.value`` as a tuple, one entry per value output."""
+        return primal.value if self.multi else (primal.value,)
+
+    def result(self, primal: Primal) -> Any:
+        """What the op returns: the value (a tuple for several outputs), and ``info`` if ``_ex``."""
+        if self.returns_info:
+            return (*self.values(primal), primal.info)
+        return primal.value
 
     def with_info(self, name: str, summary: str) -> Rule:
         """The ``_ex`` twin of this rule: same mathematics, result ``(value, info)``."""
@@ -137,6 +190,15 @@ def check_dtype(xp: Any, op: str, **arrays: Array) -> None:
                 f"invad.{op}: `{arg}` has dtype {x.dtype}; expected one of "
                 f"{', '.join(SUPPORTED_DTYPES)}"
             )
+
+
+def check_flag(op: str, **flags: Any) -> None:
+    """Boolean keyword parameters (``left``, ``upper``) must be True or False."""
+    for name, value in flags.items():
+        if value is inspect.Parameter.empty:
+            raise TypeError(f"invad.{op}: missing the required keyword argument `{name}`")
+        if not isinstance(value, bool):
+            raise TypeError(f"invad.{op}: `{name}` must be True or False; got {value!r}")
 
 
 def check_square(op: str, a: Array, arg: str = "a") -> None:

@@ -24,7 +24,7 @@ import operator
 from typing import Any, NamedTuple
 
 from ._linalg import Array, ArrayMeta, Factor, Linalg, broadcast_batch, cotangent_for, mH, mT
-from ._rule import Contract, Param, Primal, Rule, check_dtype, check_square
+from ._rule import Contract, Param, Primal, Rule, check_dtype, check_flag, check_square
 
 
 class SolveResiduals(NamedTuple):
@@ -52,7 +52,7 @@ def _apply_inverse_adjoint(la: Linalg, factor: Factor, rhs: Array, left: bool) -
     return mH(la.xp, la.lu_solve(factor, mH(la.xp, rhs), "N"))
 
 
-def _as_matrix_rhs(b: Array, vector: bool, left: bool) -> Array:
+def as_matrix_rhs(b: Array, vector: bool, left: bool) -> Array:
     """A vector right-hand side (or its tangent, or the solution's cotangent, which carry the
     batch of ``a``) as the one column (left) or one row (right) it stands for."""
     if not vector:
@@ -60,7 +60,7 @@ def _as_matrix_rhs(b: Array, vector: bool, left: bool) -> Array:
     return b[..., None] if left else b[..., None, :]
 
 
-def _from_matrix_rhs(x: Array, vector: bool, left: bool) -> Array:
+def from_matrix_rhs(x: Array, vector: bool, left: bool) -> Array:
     if not vector:
         return x
     return x[..., 0] if left else x[..., 0, :]
@@ -76,8 +76,12 @@ def _factor(res: SolveResiduals) -> Factor:
 def _check_solve(xp: Any, op: str, a: Array, b: Array, *, left: bool = True) -> None:
     check_dtype(xp, op, a=a, b=b)
     check_square(op, a)
-    if not isinstance(left, bool):
-        raise TypeError(f"invad.{op}: `left` must be True or False; got {left!r}")
+    check_flag(op, left=left)
+    check_rhs(op, a, b, left)
+
+
+def check_rhs(op: str, a: Array, b: Array, left: bool, a_name: str = "a") -> None:
+    """``b`` fits the square ``a`` as a right-hand side (the array API rule), or ValueError."""
     if b.ndim == 0:
         raise ValueError(f"invad.{op}: `b` must have at least one dimension; got a 0-d array")
     n = a.shape[-1]
@@ -93,14 +97,14 @@ def _check_solve(xp: Any, op: str, a: Array, b: Array, *, left: bool = True) -> 
             else ""
         )
         raise ValueError(
-            f"invad.{op}: `b` of shape {tuple(b.shape)} does not fit `a` of shape "
+            f"invad.{op}: `b` of shape {tuple(b.shape)} does not fit `{a_name}` of shape "
             f"{tuple(a.shape)}: {where} = {rows}, expected {n}{hint}"
         )
     try:
         broadcast_batch(tuple(a.shape[:-2]), tuple(batch))
     except ValueError:
         raise ValueError(
-            f"invad.{op}: the batch dimensions of `a` {tuple(a.shape)} and `b` "
+            f"invad.{op}: the batch dimensions of `{a_name}` {tuple(a.shape)} and `b` "
             f"{tuple(b.shape)} do not broadcast"
         ) from None
 
@@ -110,14 +114,14 @@ def _solve_primal(la: Linalg, a: Array, b: Array, *, left: bool = True) -> Prima
     dtype = a.dtype if a.dtype == b.dtype else xp.result_type(a.dtype, b.dtype)
     a_ = a if a.dtype == dtype else xp.astype(a, dtype)
     vector = b.ndim == 1
-    rhs = _as_matrix_rhs(b, vector, left)
+    rhs = as_matrix_rhs(b, vector, left)
     if left:
         factor, x, info = la.solve(a_, rhs, "N")
     else:  # X A = B is A^T X^T = B^T
         factor, xt, info = la.solve(a_, mT(xp, rhs), "T")
         x = mT(xp, xt)
     residuals = SolveResiduals(a, factor.lu, factor.pivots, ArrayMeta.of(b), x)
-    return Primal(_from_matrix_rhs(x, vector, left), info, residuals)
+    return Primal(from_matrix_rhs(x, vector, left), info, residuals)
 
 
 def _solve_jvp(
@@ -130,13 +134,13 @@ def _solve_jvp(
     da, db = tangents
     vector = res.b.ndim == 1
     X = res.x
-    rhs = None if db is None else _as_matrix_rhs(db, vector, left)
+    rhs = None if db is None else as_matrix_rhs(db, vector, left)
     if da is not None:
         dA_X = da @ X if left else X @ da
         rhs = -dA_X if rhs is None else rhs - dA_X
     if rhs is None:
         return None
-    return _from_matrix_rhs(_apply_inverse(la, _factor(res), rhs, left), vector, left)
+    return from_matrix_rhs(_apply_inverse(la, _factor(res), rhs, left), vector, left)
 
 
 def _solve_vjp(
@@ -149,14 +153,14 @@ def _solve_vjp(
 ) -> tuple[Array | None, Array | None]:
     xp = la.xp
     vector = res.b.ndim == 1
-    Xbar = _as_matrix_rhs(Xbar, vector, left)
+    Xbar = as_matrix_rhs(Xbar, vector, left)
     Bbar = _apply_inverse_adjoint(la, _factor(res), Xbar, left)  # G for the left solve
     Abar = None
     if needs[0]:
         Abar = cotangent_for(xp, -(Bbar @ mH(xp, res.x) if left else mH(xp, res.x) @ Bbar), res.a)
     if not needs[1]:
         return Abar, None
-    return Abar, cotangent_for(xp, _from_matrix_rhs(Bbar, vector, left), res.b)
+    return Abar, cotangent_for(xp, from_matrix_rhs(Bbar, vector, left), res.b)
 
 
 SOLVE = Rule(

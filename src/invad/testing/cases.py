@@ -70,6 +70,54 @@ SOLVE_GRID = (
     Shape("right-empty-rhs", ((3, 3), (0, 3)), {"left": False}),
 )
 
+_LU_FACTOR_SHAPES = (
+    Shape("single", ((4, 4),)),
+    Shape("batched", ((3, 4, 4),)),
+    Shape("wide", ((3, 5),)),
+    Shape("tall", ((5, 3),)),
+    Shape("batched-wide", ((2, 3, 5),)),
+    Shape("batched-tall", ((2, 5, 3),)),
+    Shape("empty-batch", ((0, 3, 3),)),
+    Shape("empty-matrix", ((2, 0, 0),)),
+    Shape("no-columns", ((3, 0),)),
+)
+
+#: lu_solve's cases: the solve families, on the factor of ``a`` (made by the backend
+#: under test, so that its pivots are in that backend's convention), plus the adjoints.
+_LU_SOLVE_SHAPES = (
+    *_SOLVE_SHAPES,
+    Shape("adjoint", ((4, 3, 3), (4, 3, 2)), {"adjoint": True}),
+    Shape("adjoint-vector", ((3, 3), (3,)), {"adjoint": True}),
+    Shape("right-adjoint", ((3, 3), (2, 4, 3)), {"left": False, "adjoint": True}),
+    Shape("right-adjoint-vector", ((2, 3, 3), (3,)), {"left": False, "adjoint": True}),
+)
+
+_TRIANGULAR_SHAPES = (
+    Shape("upper", ((3, 3), (3, 2)), {"upper": True}),
+    Shape("lower-batched", ((4, 3, 3), (4, 3, 2)), {"upper": False}),
+    Shape("upper-vector", ((4, 3, 3), (3,)), {"upper": True}),
+    Shape("lower-broadcast", ((2, 1, 3, 3), (5, 3, 2)), {"upper": False}),
+    Shape("right-upper", ((4, 3, 3), (4, 2, 3)), {"upper": True, "left": False}),
+    Shape("right-lower-vector", ((3, 3), (3,)), {"upper": False, "left": False}),
+    Shape("unit-upper", ((4, 3, 3), (4, 3, 2)), {"upper": True, "unitriangular": True}),
+    Shape(
+        "unit-lower-right",
+        ((3, 3), (2, 4, 3)),
+        {"upper": False, "left": False, "unitriangular": True},
+    ),
+    Shape("empty-batch", ((0, 3, 3), (0, 3, 2)), {"upper": True}),
+    Shape("empty-matrix", ((2, 0, 0), (2, 0, 1)), {"upper": False}),
+)
+
+_DET_SHAPES = (
+    Shape("single", ((3, 3),)),
+    Shape("batched", ((4, 3, 3),)),
+    Shape("batched-2d", ((2, 1, 4, 4),)),
+    Shape("one-by-one", ((2, 1, 1),)),
+    Shape("empty-batch", ((0, 3, 3),)),
+    Shape("empty-matrix", ((2, 0, 0),)),
+)
+
 SHAPES: dict[str, tuple[Shape, ...]] = {
     "inv": _INV_SHAPES,
     "inv_ex": _INV_SHAPES,
@@ -89,6 +137,12 @@ SHAPES: dict[str, tuple[Shape, ...]] = {
         Shape("4d", ((2, 3, 2, 3), (2, 3))),
         Shape("empty", ((0, 0), (0,))),
     ),
+    "lu_factor": _LU_FACTOR_SHAPES,
+    "lu_factor_ex": _LU_FACTOR_SHAPES,
+    "lu_solve": _LU_SOLVE_SHAPES,
+    "solve_triangular": _TRIANGULAR_SHAPES,
+    "det": _DET_SHAPES,
+    "slogdet": _DET_SHAPES,
 }
 
 
@@ -107,12 +161,43 @@ def well_conditioned(
     return (2 * np.eye(n, dtype=dtype) + noise).astype(dtype)
 
 
+def well_conditioned_rectangular(
+    rng: np.random.Generator, shape: tuple[int, ...], dtype: str
+) -> np.ndarray:
+    """``2 I + N / sqrt(k)`` with ``I`` the ``(m, n)`` identity: its LU is well conditioned."""
+    m, n = shape[-2:]
+    noise = random_array(rng, shape, dtype) / math.sqrt(max(min(m, n), 1))
+    return (2 * np.eye(m, n, dtype=dtype) + noise).astype(dtype)
+
+
+def triangular(
+    rng: np.random.Generator, shape: tuple[int, ...], dtype: str, params: dict[str, Any]
+) -> np.ndarray:
+    """A well-conditioned triangle, with large values where the op must not read:
+    the other triangle (and the diagonal, if ``unitriangular``)."""
+    n = shape[-1]
+    a = well_conditioned(rng, shape[:-2], n, dtype)
+    keep = np.triu(np.ones((n, n), bool)) if params["upper"] else np.tril(np.ones((n, n), bool))
+    if params.get("unitriangular"):
+        keep &= ~np.eye(n, dtype=bool)
+    return np.where(keep, a, 50 * random_array(rng, shape, dtype)).astype(dtype)
+
+
 def primals(op: str, shape: Shape, dtype: str, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-    """Inputs of ``op`` for one shape family; every matrix involved is well conditioned."""
-    if op in ("inv", "inv_ex", "solve", "solve_ex"):
+    """Inputs of ``op`` for one shape family; every matrix involved is well conditioned.
+
+    For ``lu_solve`` these are ``(a, b)``: the conformance checks factor ``a``
+    with the backend under test, whose pivots are in its own convention.
+    """
+    if op in ("inv", "inv_ex", "solve", "solve_ex", "lu_solve", "det", "slogdet"):
         a_shape = shape.shapes[0]
         a = well_conditioned(rng, a_shape[:-2], a_shape[-1], dtype)
         return (a, *(random_array(rng, s, dtype) for s in shape.shapes[1:]))
+    if op in ("lu_factor", "lu_factor_ex"):
+        return (well_conditioned_rectangular(rng, shape.shapes[0], dtype),)
+    if op == "solve_triangular":
+        a = triangular(rng, shape.shapes[0], dtype, shape.params)
+        return a, random_array(rng, shape.shapes[1], dtype)
     if op == "tensorinv":
         (a_shape,) = shape.shapes
         p = math.prod(a_shape[: shape.params["ind"]])

@@ -21,7 +21,7 @@ from typing import Any
 import array_api_compat.numpy
 import numpy as np
 
-from invad.backend import Backend, not_accepted
+from invad.backend import ZERO_PIVOT, Backend, not_accepted
 from invad.hookspecs import hookimpl
 from invad.rules import Linalg, Rule
 
@@ -74,9 +74,11 @@ class AutogradBackend(Backend):
 
         return NumpyKernels()
 
-    def raise_if_singular(self, op: str, shape: tuple[int, ...], info: Any) -> None:
+    def raise_if_singular(
+        self, op: str, shape: tuple[int, ...], info: Any, what: str = ZERO_PIVOT
+    ) -> None:
         if info.any():  # fast exit first: this runs on every call
-            super().raise_if_singular(op, shape, info)
+            super().raise_if_singular(op, shape, info, what)
 
     def native_op(
         self, rule: Rule, la: Linalg, functional: Callable[..., Any]

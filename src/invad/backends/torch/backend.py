@@ -12,7 +12,7 @@ from typing import Any
 
 import array_api_compat
 
-from ...backend import Backend
+from ...backend import ZERO_PIVOT, Backend
 from ...hookspecs import hookimpl
 from ...rules import ArrayMeta, Linalg, Rule
 from ...rules._linalg import is_complex
@@ -96,14 +96,16 @@ class TorchBackend(Backend):
     def kernels(self, device: Any) -> TorchKernels:
         return TorchKernels()
 
-    def raise_if_singular(self, op: str, shape: tuple[int, ...], info: Any) -> None:
+    def raise_if_singular(
+        self, op: str, shape: tuple[int, ...], info: Any, what: str = ZERO_PIVOT
+    ) -> None:
         if state.transforms_active() and _under_vmap():
             return  # no data-dependent error under vmap: non-finite values, as linalg.*_ex
         if info.is_meta:
             return  # no values to look at
         if not (bool(info) if info.ndim == 0 else bool(info.any())):
             return
-        super().raise_if_singular(op, tuple(shape), info)
+        super().raise_if_singular(op, tuple(shape), info, what)
 
     def native_op(
         self, rule: Rule, la: Linalg, functional: Callable[..., Any]

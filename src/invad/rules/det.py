@@ -1,0 +1,256 @@
+"""The determinants: ``det`` and ``slogdet``, both from one LU ``A = P L U``.
+
+With ``w = tr(A^-1 dA)`` applied through the saved factorization (never an inverse)::
+
+    det      dd = tr(adj(A) dA) = d w                  Abar = dbar adj(A)^H
+                                                       (= dbar conj(d) A^-H if nonsingular)
+    slogdet  dlogabsdet = Re w,  dsign = i Im(w) sign  Abar = g A^-H,
+                                                       g = logabsdetbar - i Im(conj(signbar) sign)
+
+(real input: the sign is locally constant, ``w`` real.) ``det`` is a
+polynomial, and its derivative at a singular matrix is the adjugate, which
+the LU gives without the inverse that does not exist: with ``U'`` the ``U``
+whose zero diagonal entries are replaced by ones and ``E`` the diagonal mask
+of those entries,
+
+    one zero on U's diagonal   adj(A) = det(P) prod(nonzero diag(U)) U'^-1 E U'^-1 L^-1 P^T
+    two or more                adj(A) = 0   (rank <= n - 2)
+
+Matrices singular only to rounding (no exact zero) take the first formula,
+whose products cancel the small pivot: ``d A^-1`` stays accurate. ``slogdet``
+of a singular matrix is ``(0, -inf)``; its derivative there is not finite.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from ._linalg import (
+    Array,
+    Factor,
+    Linalg,
+    cotangent_for,
+    diagonal,
+    is_complex,
+    mT,
+    pivot_sign,
+)
+from ._rule import Contract, Primal, Rule, check_dtype, check_square
+
+
+def _check(xp: Any, op: str, a: Array) -> None:
+    check_dtype(xp, op, a=a)
+    check_square(op, a)
+
+
+def _trace(xp: Any, x: Array) -> Array:
+    return xp.sum(diagonal(xp, x), axis=-1)
+
+
+def _eye(xp: Any, like: Array) -> Array:
+    n = like.shape[-1]
+    return xp.eye(n, dtype=like.dtype, device=like.device)
+
+
+# -- slogdet ------------------------------------------------------------------------
+
+
+class SlogdetResiduals(NamedTuple):
+    a: Array
+    lu: Array  # the factorization, opaque to the rule (None: the backend refactors a)
+    pivots: Array
+    sign: Array
+
+
+def _slogdet_primal(la: Linalg, a: Array) -> Primal:
+    factor, sign, logabsdet, info = la.slogdet(a)
+    return Primal((sign, logabsdet), info, SlogdetResiduals(a, factor.lu, factor.pivots, sign))
+
+
+def _slogdet_jvp(
+    la: Linalg, res: SlogdetResiduals, tangents: tuple[Array | None]
+) -> tuple[Array | None, Array | None]:
+    (da,) = tangents
+    if da is None:
+        return None, None
+    xp = la.xp
+    w = _trace(xp, la.lu_solve(Factor(res.a, res.lu, res.pivots), da, "N"))
+    if not is_complex(xp, w):
+        return None, w
+    real = xp.real(w)
+    return res.sign * (w - real), real  # i Im(w) sign, Re(w)
+
+
+def _slogdet_vjp(
+    la: Linalg,
+    res: SlogdetResiduals,
+    cotangents: tuple[Array | None, Array | None],
+    needs: tuple[bool, ...] = (True,),
+) -> tuple[Array | None]:
+    xp = la.xp
+    signbar, logbar = cotangents
+    g = logbar
+    if signbar is not None and is_complex(xp, res.sign):
+        t = xp.conj(signbar) * res.sign
+        g = -(t - xp.real(t)) if g is None else g - (t - xp.real(t))  # - i Im(conj(sbar) s)
+    if g is None:
+        return (None,)
+    eye = _eye(xp, res.a)
+    scaled = xp.astype(g, res.a.dtype)[..., None, None] * eye
+    abar = la.lu_solve(Factor(res.a, res.lu, res.pivots), scaled, "H")
+    return (cotangent_for(xp, abar, res.a),)
+
+
+_SQUARE = (
+    "a: (..., n, n), any number of batch dimensions; the result has the batch shape. "
+    "n = 0 gives det 1, slogdet (1, 0)."
+)
+
+SLOGDET = Rule(
+    contract=Contract(
+        name="slogdet",
+        summary="Sign and log of the absolute value of the determinant, from one LU.",
+        inputs=("a",),
+        outputs=("sign", "logabsdet"),
+        differentiable_outputs=("sign", "logabsdet"),
+        params=(),
+        forward="sign = det(A) / |det(A)|, logabsdet = log |det(A)|, from A = P L U",
+        linearization="w = tr(A^-1 dA) (with A's LU): dlogabsdet = Re w, dsign = i Im(w) sign",
+        adjoint="Abar = g A^-H, g = logabsdetbar - i Im(conj(signbar) sign) (A's LU reused)",
+        transpose="Abar = g A^-T, g = logabsdetbar + i Im(signbar sign)",
+        domain="a nonsingular for the derivative; any a for the value",
+        singular=(
+            "Never raises: a singular matrix gives sign 0 and logabsdet -inf (the array API's "
+            "convention); the derivative there is not finite. Real input: the sign's "
+            "derivative is zero."
+        ),
+        shapes=_SQUARE,
+    ),
+    check=_check,
+    primal=_slogdet_primal,
+    jvp=_slogdet_jvp,
+    vjp=_slogdet_vjp,
+    residuals=SlogdetResiduals,
+    raises=False,
+)
+
+# -- det ----------------------------------------------------------------------------
+
+
+class DetResiduals(NamedTuple):
+    a: Array
+    lu: Array  # the factorization, opaque to the rule (None: the backend refactors a)
+    pivots: Array
+    det: Array
+
+
+class _Singular(NamedTuple):
+    """What the adjugate at matrices with a zero on U's diagonal needs."""
+
+    lu: Array  # the factor
+    pivots: Array
+    patched: Array  # the factor with U's zero diagonal entries set to one: U'
+    mask: Array  # E: ones where U's diagonal is zero, (..., 1, n)
+    scale: Array  # det(P) prod(nonzero diag(U)) where exactly one zero, else 0
+
+
+def _singular(la: Linalg, res: DetResiduals) -> _Singular:
+    xp = la.xp
+    lu, piv = res.lu, res.pivots
+    if lu is None:  # a backend that kept no factor: factor now (only for this rare path)
+        factor, _ = la.lu_factor(res.a)
+        lu, piv = factor.lu, factor.pivots
+    d = diagonal(xp, lu)
+    zero = d == 0
+    ones = xp.ones_like(d)
+    mask = xp.astype(zero, lu.dtype)[..., None, :]
+    count = xp.sum(xp.astype(zero, xp.int32), axis=-1)
+    nonzero_product = xp.prod(xp.where(zero, ones, d), axis=-1)
+    scale = pivot_sign(xp, piv, la.pivot_base, lu.dtype) * nonzero_product
+    scale = xp.where(count == 1, scale, xp.zeros_like(scale))
+    return _Singular(lu, piv, lu + mask * _eye(xp, lu), mask, scale)
+
+
+def _generic_factor(la: Linalg, res: DetResiduals, s: _Singular | None) -> Factor:
+    """The factor for ``det A^-1``: with ``U'`` where it is singular, so that nothing in the
+    branch not taken divides by zero (JAX transposes both branches of a select)."""
+    if s is None:
+        return Factor(res.a, res.lu, res.pivots)
+    return Factor(res.a, s.patched, s.pivots)
+
+
+def _det_jvp(la: Linalg, res: DetResiduals, tangents: tuple[Array | None]) -> Array | None:
+    (da,) = tangents
+    if da is None:
+        return None
+    xp = la.xp
+
+    def generic(factor: Factor) -> Array:
+        return res.det * _trace(xp, la.lu_solve(factor, da, "N"))
+
+    def with_singular() -> Array:
+        s = _singular(la, res)
+        y = la.solve_triangular(s.lu, la.permute_rows(s.pivots, da, False), False, "N", True)
+        z = la.solve_triangular(s.patched, y, True, "N", False)  # U'^-1 L^-1 P^T dA
+        v = la.solve_triangular(s.patched, s.mask * _eye(xp, s.lu), True, "N", False)  # U'^-1 E
+        adjugate = s.scale * xp.sum(z * mT(xp, v), axis=(-2, -1))  # tr(U'^-1 L^-1 P^T dA U'^-1 E)
+        return xp.where(res.det == 0, adjugate, generic(_generic_factor(la, res, s)))
+
+    # det == 0 exactly wherever U has a zero on its diagonal: only there the adjugate path.
+    return la.if_any(res.det == 0, with_singular, lambda: generic(_generic_factor(la, res, None)))
+
+
+def _det_vjp(
+    la: Linalg, res: DetResiduals, dbar: Array, needs: tuple[bool, ...] = (True,)
+) -> tuple[Array | None]:
+    xp = la.xp
+    conj = xp.conj if is_complex(xp, res.det) else (lambda x: x)
+
+    def generic(factor: Factor) -> Array:
+        scaled = (dbar * conj(res.det))[..., None, None] * _eye(xp, res.a)
+        return la.lu_solve(factor, scaled, "H")
+
+    def with_singular() -> Array:
+        s = _singular(la, res)
+        w = la.solve_triangular(s.patched, _eye(xp, s.lu), True, "H", False)  # U'^-H
+        w = la.solve_triangular(s.patched, mT(xp, s.mask) * w, True, "H", False)  # U'^-H E U'^-H
+        w = la.permute_rows(s.pivots, la.solve_triangular(s.lu, w, False, "H", True), True)
+        adjugate = (dbar * conj(s.scale))[..., None, None] * w  # dbar adj(A)^H
+        generic_part = generic(_generic_factor(la, res, s))
+        return xp.where((res.det == 0)[..., None, None], adjugate, generic_part)
+
+    abar = la.if_any(res.det == 0, with_singular, lambda: generic(_generic_factor(la, res, None)))
+    return (cotangent_for(xp, abar, res.a),)
+
+
+def _det_primal(la: Linalg, a: Array) -> Primal:
+    factor, det, info = la.det(a)
+    return Primal(det, info, DetResiduals(a, factor.lu, factor.pivots, det))
+
+
+DET = Rule(
+    contract=Contract(
+        name="det",
+        summary="Determinant of a square matrix or a batch of them, from one LU.",
+        inputs=("a",),
+        outputs=("det",),
+        differentiable_outputs=("det",),
+        params=(),
+        forward="det(A) = det(P) prod(diag(U)), A = P L U",
+        linearization="dd = tr(adj(A) dA) = d tr(A^-1 dA) (A's LU; the adjugate where singular)",
+        adjoint="Abar = dbar adj(A)^H = dbar conj(d) A^-H (A's LU; the adjugate where singular)",
+        transpose="Abar = dbar adj(A)^T = dbar d A^-T",
+        domain="any square a: the derivative is the adjugate, finite at singular matrices too",
+        singular=(
+            "Never raises: a singular matrix has det 0, and its derivative is the adjugate "
+            "(rank n-1: rank one; rank <= n-2: zero), computed from the LU without an inverse."
+        ),
+        shapes=_SQUARE,
+    ),
+    check=_check,
+    primal=_det_primal,
+    jvp=_det_jvp,
+    vjp=_det_vjp,
+    residuals=DetResiduals,
+    raises=False,
+)
