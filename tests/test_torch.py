@@ -976,3 +976,158 @@ def test_lu_family_vmap_matches_a_python_loop(ops, case):
         want = torch.stack([_flat(y)[k] for y in looped])
         assert got.dtype == want.dtype
         _same(got, want, 1e-13)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lu_solve_of_lu_factor_has_the_derivatives_of_solve(ops, dtype):
+    """Through torch's autograd: gradients, Hessian-vector products (double backward),
+    forward-mode tangents and jacrev of lu_solve(*lu_factor(a), b) and of solve(a, b)."""
+    import torch.autograd.forward_ad as fwAD
+
+    rng = rng_for("lu-is-solve", dtype)
+    a = well_conditioned(rng, (2,), 4, dtype).requires_grad_()
+    b = random(rng, (2, 4, 3), dtype).requires_grad_()
+    va, vb = random(rng, (2, 4, 4), dtype), random(rng, (2, 4, 3), dtype)
+    for params in ({}, {"left": False, "b": b.mT}, {"adjoint": True}):
+        rhs = params.pop("b", b)
+        left = params.get("left", True)
+
+        def factored(a, b, params=params):
+            return ops.lu_solve(*ops.lu_factor(a), b, **params)
+
+        def direct(a, b, params=params, left=left):
+            return ops.solve(a.mH if params.get("adjoint") else a, b, left=left)
+
+        def first_and_second(f, rhs=rhs):
+            (ga, gb) = torch.autograd.grad(_loss(f(a, rhs)), (a, b), create_graph=True)
+            return (ga, gb, *torch.autograd.grad((ga, gb), (a, b), (va, vb)))
+
+        _same(first_and_second(factored), first_and_second(direct), 1e-10)
+        with fwAD.dual_level():
+            duals = (
+                fwAD.make_dual(a.detach(), va),
+                fwAD.make_dual(rhs.detach(), vb.mT if not left else vb),
+            )
+            _same(
+                fwAD.unpack_dual(factored(*duals)).tangent,
+                fwAD.unpack_dual(direct(*duals)).tangent,
+                1e-10,
+            )
+        if dtype == "float64":  # torch.func's Jacobians take real inputs only
+            jac = torch.func.jacrev(lambda a, f, rhs=rhs: f(a, rhs.detach()), argnums=0)
+            _same(jac(a.detach(), factored), jac(a.detach(), direct), 1e-10)
+
+
+def _five_point(f, a, da, step=1e-3):
+    """Central differences of order 4 of f at a along da (det is a polynomial: exact but for
+    the step**4 term)."""
+    return (
+        -f(a + 2 * step * da) + 8 * f(a + step * da) - 8 * f(a - step * da) + f(a - 2 * step * da)
+    ) / (12 * step)
+
+
+SINGULAR_KINDS = ("zero-row", "rank-n-1", "rank-n-2")
+
+
+def singular(kind, dtype, rng, n=4):
+    x = C.random_array(rng, (n, n), dtype)
+    if kind == "zero-row":  # rank n-1 with an exact zero pivot
+        x[1] = 0
+    elif kind == "rank-n-1":  # a product: singular only to rounding
+        x = C.random_array(rng, (n, n - 1), dtype) @ C.random_array(rng, (n - 1, n), dtype)
+    else:
+        x = C.random_array(rng, (n, n - 2), dtype) @ C.random_array(rng, (n - 2, n), dtype)
+    return torch.from_numpy(x)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", SINGULAR_KINDS)
+def test_det_derivative_at_singular_matrices(ops, kind, dtype):
+    """The adjugate, through backward, forward mode and torch.func.grad (where no value can be
+    read), against central differences and torch.linalg.det's gradient; a well-conditioned
+    matrix beside it in the batch keeps its own derivatives, the second order included."""
+    rng = rng_for("singular-det", kind, dtype)
+    a = torch.stack([singular(kind, dtype, rng), well_conditioned(rng, (), 4, dtype)])
+    da = random(rng, (2, 4, 4), dtype)
+    w = random(rng, (2,), dtype)
+    # The gradient against differences along da, ...
+
+    def loss(f):
+        return lambda a: (w.conj() * f(a)).real.sum()  # <w, det(a)>: its gradient is w adj(a)^H
+
+    leaf = a.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(loss(ops.det)(leaf), leaf)
+    assert (
+        abs((grad.conj() * da).real.sum().item() - _five_point(loss(ops.det), a, da).item()) < 1e-8
+    )
+    # torch.linalg.det's own gradient where it takes singular input into account: in grad
+    # mode (its first-order shortcut perturbs a zero pivot and is off at exact zeros).
+    (native,) = torch.autograd.grad(loss(torch.linalg.det)(leaf), leaf, create_graph=True)
+    _same(grad, native, 1e-8)
+    _same(torch.func.grad(loss(ops.det))(a), grad, 1e-10)  # where if_any cannot read det
+    # Forward mode: the tangent of det against differences.
+    _same(torch.func.jvp(ops.det, (a,), (da,))[1], _five_point(torch.linalg.det, a, da), 1e-8)
+
+    # Second order, on the nonsingular element: the derivative of the gradient along da
+    # (forward over reverse) against differences of gradients. At the singular one the
+    # adjugate path reads the forward's LU as a constant: its derivative is not the
+    # adjugate's (first order only there).
+    def gradient(x):
+        x = x.clone().requires_grad_()
+        return torch.autograd.grad(loss(ops.det)(x), x)[0]
+
+    reference = _five_point(gradient, a, da)
+    hvp = torch.func.jvp(torch.func.grad(loss(ops.det)), (a,), (da,))[1]
+    _same(hvp[1], reference[1], 1e-6)
+
+
+@pytest.mark.parametrize(
+    ("op", "args", "params"),
+    [
+        ("lu_solve", ("LU", "pivots", "b"), {}),
+        ("solve_triangular", ("a", "b"), {"upper": True}),
+        ("solve_triangular", ("a", "b"), {"upper": False, "left": False}),
+    ],
+)
+def test_singular_lu_solve_and_solve_triangular_raise_naming_op_shape_and_index(
+    ops, op, args, params
+):
+    rng = rng_for("singular-lu", op, params)
+    a = well_conditioned(rng, (3,), 3, "float64")
+    a[1, 2, 2] = 0.0  # batch element 1: a zero on the diagonal (of U, of the triangle)
+    lu, pivots = a, torch.tensor([1, 2, 3], dtype=torch.int32).expand(3, 3)
+    values = {"LU": lu, "pivots": pivots, "a": a, "b": random(rng, (3, 3, 3), "float64")}
+    with pytest.raises(torch.linalg.LinAlgError) as info:
+        getattr(ops, op)(*(values[k] for k in args), **params)
+    message = str(info.value)
+    assert f"invad.{op}" in message and "(3, 3, 3)" in message and "(1,)" in message
+    assert "[2, 2]" in message  # what is zero: U[2, 2] or a[2, 2]
+
+
+def test_lu_factor_det_slogdet_and_ex_never_raise(ops):
+    a = well_conditioned(rng_for("never"), (3,), 3, "float64")
+    a[1] = 0.0
+    lu, pivots = ops.lu_factor(a)
+    assert torch.equal(lu, torch.linalg.lu_factor_ex(a)[0])
+    assert ops.lu_factor_ex(a)[2].tolist() == [0, 1, 0]
+    assert ops.det(a)[1] == 0 and ops.det(a)[0] != 0
+    sign, logabsdet = ops.slogdet(a)
+    assert sign[1] == 0 and logabsdet[1] == -math.inf and torch.isfinite(logabsdet[[0, 2]]).all()
+    pivots_ok = torch.linalg.lu_factor(a[0])[1]
+    assert pivots.dtype == torch.int32 and torch.equal(pivots[0], pivots_ok)
+
+
+def test_lu_solve_takes_torch_pivots_of_either_integer_dtype_and_promotes_floats_only(ops):
+    rng = rng_for("pivots-dtype")
+    a = well_conditioned(rng, (2,), 3, "float64")
+    b = random(rng, (2, 3, 2), "complex128")
+    lu, pivots = torch.linalg.lu_factor(a)
+    x = ops.lu_solve(lu, pivots, b)  # float64 LU, complex b: a complex solution
+    assert x.dtype == torch.complex128
+    _same(x, torch.linalg.solve(a.to(b.dtype), b), 1e-12)
+    assert torch.equal(ops.lu_solve(lu, pivots.long(), b), x)
+    lu_, b_ = lu.clone().requires_grad_(), b.clone().requires_grad_()
+    g_lu, g_b = torch.autograd.grad(ops.lu_solve(lu_, pivots, b_).abs().pow(2).sum(), (lu_, b_))
+    assert g_lu.dtype == torch.float64 and g_b.dtype == torch.complex128
+    with pytest.raises(ValueError, match=r"invad\.lu_solve: `pivots` must be an integer"):
+        ops.lu_solve(lu, pivots.double(), b)

@@ -17,20 +17,20 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def _copy_public(target: Any, base: Any) -> None:
+    """Every public name of ``base`` as an attribute of ``target``, set once: plain attributes
+    that Dynamo reads like a module's (a ``__getattr__`` it would trace on every access)."""
+    for name in dir(base):
+        if not name.startswith("_"):
+            setattr(target, name, getattr(base, name))
+
+
 class _LinalgNamespace:
     """``xp.linalg``: the compat module's, with ``diagonal`` as ``torch.diagonal``."""
 
     def __init__(self, torch: Any, base: Any) -> None:
-        self._torch = torch
-        self._base = base
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._base, name)
-        setattr(self, name, value)  # looked up once
-        return value
-
-    def diagonal(self, x: Any, /, *, offset: int = 0) -> Any:
-        return self._torch.diagonal(x, offset, -2, -1)
+        _copy_public(self, base)
+        self.diagonal = lambda x, /, *, offset=0: torch.diagonal(x, offset, -2, -1)
 
 
 class TorchNamespace:
@@ -38,24 +38,23 @@ class TorchNamespace:
     on ``transpose``, ``cat`` and ``diagonal``; everything else is the compat module's."""
 
     def __init__(self, torch: Any, base: Any) -> None:
-        self._torch = torch
-        self._base = base
+        _copy_public(self, base)
         self.linalg = _LinalgNamespace(torch, base.linalg)
+        self.matrix_transpose = _matrix_transpose
 
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._base, name)
-        setattr(self, name, value)  # looked up once
-        return value
+        def concat(arrays: Sequence[Any], /, *, axis: int | None = 0) -> Any:
+            if axis is None:
+                return torch.cat([x.flatten() for x in arrays])
+            return torch.cat(tuple(arrays), dim=axis)
+
+        self.concat = concat
+        self._name = base.__name__
 
     def __repr__(self) -> str:
-        return f"<invad's torch namespace over {self._base.__name__}>"
+        return f"<invad's torch namespace over {self._name}>"
 
-    def matrix_transpose(self, x: Any, /) -> Any:
-        if x.ndim < 2:
-            raise ValueError("x must be at least 2-dimensional for matrix_transpose")
-        return x.transpose(-1, -2)
 
-    def concat(self, arrays: Sequence[Any], /, *, axis: int | None = 0) -> Any:
-        if axis is None:
-            return self._torch.cat([x.flatten() for x in arrays])
-        return self._torch.cat(tuple(arrays), dim=axis)
+def _matrix_transpose(x: Any, /) -> Any:
+    if x.ndim < 2:
+        raise ValueError("x must be at least 2-dimensional for matrix_transpose")
+    return x.transpose(-1, -2)

@@ -396,7 +396,10 @@ def _rule_functions(
         ct = cotangent(grads[:n_val])
         if ct is None:
             return no_input_grads
-        res = residuals(saved, ctx.value_shape)
+        if ctx.value_shape is not None:
+            carried = saved[carrier_slot].reshape(ctx.value_shape)
+            saved = (*saved[:carrier_slot], carried, *saved[carrier_slot + 1 :])
+        res = Residuals(*[saved[k] for k in layout.order])  # no itemgetter: Dynamo traces it
         cts = rule_vjp(la_compile, res, ct, ctx.needs_input_grad[:n_in], **ctx.params)
         return (*cts, *no_grads)
 

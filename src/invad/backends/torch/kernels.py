@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -285,7 +286,34 @@ def _solve_triangular(t: Any, b: Any, upper: bool, trans: str, unit: bool) -> An
     return state.torch.linalg.solve_triangular(t, b, upper=upper, unitriangular=unit)
 
 
+#: The last ``_row_source`` derived eagerly: ``(key, weak reference to the pivots, source)``.
+#: One entry: "factor once, solve many" reuses it in every solve's backward, and it keeps
+#: nothing alive but one index vector (the pivots' own identity and version are checked).
+_last_source: tuple[Any, Any, Any] | None = None
+
+
 def _row_source(pivots: Any, m: int, inverse: bool) -> Any:
+    """:func:`_derive_row_source`, remembered for the last plain (eager, not inference)
+    pivots tensor as long as it lives unchanged."""
+    global _last_source
+    torch = state.torch
+    if (
+        type(pivots) is not torch.Tensor
+        or state.transforms_active()
+        or torch.compiler.is_compiling()
+        or pivots.is_inference()
+    ):
+        return _derive_row_source(pivots, m, inverse)
+    key = (pivots._version, m, inverse)
+    last = _last_source
+    if last is not None and last[0] == key and last[1]() is pivots:
+        return last[2]
+    source = _derive_row_source(pivots, m, inverse)
+    _last_source = (key, weakref.ref(pivots), source)
+    return source
+
+
+def _derive_row_source(pivots: Any, m: int, inverse: bool) -> Any:
     """The row of ``x`` each row of ``P^T x`` (or of ``P x``, ``inverse``) comes from, for
     ``A = P L U`` with torch's 1-based LAPACK row interchanges ``pivots``; ``(..., m)``.
 
