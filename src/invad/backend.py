@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import array_api_compat
 
 from .rules import Linalg, Rule
 from .rules._rule import ZERO_PIVOT
+
+
+class Derivatives(NamedTuple):
+    """A backend's own ``ops.jvp`` and ``ops.vjp`` of one op (:meth:`Backend.derivatives`).
+
+    ``jvp(primals, tangents, params)`` and ``vjp(primals, cotangents, params)`` take
+    what :meth:`invad.ops.Ops.jvp` and :meth:`~invad.ops.Ops.vjp` take (``primals`` and
+    ``tangents`` as tuples, the op's keyword parameters as a dict) and return what they
+    return.
+    """
+
+    jvp: Callable[[tuple[Any, ...], tuple[Any, ...], dict[str, Any]], tuple[Any, Any]]
+    vjp: Callable[[tuple[Any, ...], Any, dict[str, Any]], tuple[Any, tuple[Any, ...]]]
 
 
 class Backend:
@@ -131,11 +144,7 @@ class Backend:
             return
         index = tuple(int(i[0]) for i in xp.nonzero(info != 0)) if info.ndim else ()
         k = int(info[index]) if index else int(info)
-        where = f" at batch index {index}" if index else ""
-        raise self.linalg_error(
-            f"invad.{op}: singular matrix{where} (input shape {tuple(shape)}): "
-            + what.format(k=k - 1)
-        )
+        raise self.linalg_error(singular_message(op, shape, index, k, what))
 
     def native_op(
         self, rule: Rule, la: Linalg, functional: Callable[..., Any]
@@ -146,6 +155,17 @@ class Backend:
         primal, singular error); a native op usually wraps the same steps in
         the framework's custom-derivative machinery. Return ``None`` to install
         ``functional`` as it is (frameworks without AD).
+        """
+        return None
+
+    def derivatives(self, rule: Rule, la: Linalg) -> Derivatives | None:
+        """This backend's own ``ops.jvp`` and ``ops.vjp`` of ``rule``, or ``None`` (the default).
+
+        By default :class:`~invad.ops.Ops` runs the rule's primal and then its
+        ``jvp`` or ``vjp`` with the kernels, eagerly. A backend whose arrays are
+        lazy (Dask) returns :class:`Derivatives` that build the same computation
+        as a graph instead, with the same arguments, checks and results. Called
+        once per rule, at install time.
         """
         return None
 
@@ -177,6 +197,17 @@ class Backend:
     def from_numpy(self, x: Any, device: Any) -> Any:
         """An array of this framework on ``device`` from a NumPy array (conformance checks)."""
         return self.namespace().asarray(x, device=device)
+
+
+def singular_message(
+    op: str, shape: tuple[int, ...], index: tuple[int, ...], k: int, what: str = ZERO_PIVOT
+) -> str:
+    """The singular-matrix error's message: the op, the batch index (none for one matrix),
+    the input shape, and what ``info = k`` means (``what``, with ``{k}`` for ``k - 1``)."""
+    where = f" at batch index {index}" if index else ""
+    return f"invad.{op}: singular matrix{where} (input shape {tuple(shape)}): " + what.format(
+        k=k - 1
+    )
 
 
 def type_name(x: Any) -> str:

@@ -20,6 +20,7 @@ BUILTIN_PLUGINS = (
     "invad.backends.torch",
     "invad.backends.jax",
     "invad.backends.cupy",
+    "invad.backends.dask",
 )
 
 

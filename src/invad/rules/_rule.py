@@ -55,6 +55,15 @@ class Contract:
     integer_inputs: tuple[str, ...] = ()
     #: What ``info = k > 0`` means, for the singular-matrix error (``{k}`` is k - 1).
     zero_pivot: str = ZERO_PIVOT
+    #: Per input, how many trailing dimensions one problem takes (2 for a matrix, 1 for
+    #: ``lu_solve``'s pivots); empty means 2 for every input. The dimensions before them are
+    #: batch dimensions, broadcast between the inputs; an input with fewer dimensions
+    #: (``solve``'s vector ``b``) belongs whole to every problem of the batch. Backends that
+    #: split a batch into blocks (Dask) read it.
+    core_ndim: tuple[int, ...] = ()
+    #: False for the ops without batch dimensions (``tensorinv``, ``tensorsolve``: every
+    #: index of every input belongs to the one matrix).
+    batched: bool = True
 
 
 @dataclass(frozen=True)
@@ -155,6 +164,15 @@ class Rule:
         """Per input: whether it is an integer array (never differentiated)."""
         integer = self.contract.integer_inputs
         return tuple(name in integer for name in self.contract.inputs)
+
+    @property
+    def core_ndims(self) -> tuple[int, ...] | None:
+        """Per input, the trailing dimensions of one problem (``Contract.core_ndim``);
+        ``None`` for an op without batch dimensions."""
+        c = self.contract
+        if not c.batched:
+            return None
+        return c.core_ndim or (2,) * len(c.inputs)
 
     def values(self, primal: Primal) -> tuple[Array, ...]:
         """``primal.value`` as a tuple, one entry per value output."""

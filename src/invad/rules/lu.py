@@ -362,6 +362,7 @@ LU_SOLVE = Rule(
             "of LU and b broadcast. Mixed dtypes promote; each cotangent has its input's dtype."
         ),
         integer_inputs=("pivots",),
+        core_ndim=(2, 1, 2),
     ),
     check=_check_lu_solve,
     primal=_lu_solve_primal,

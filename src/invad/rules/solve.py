@@ -334,6 +334,7 @@ TENSORSOLVE = Rule(
             "No batch dimensions: NumPy's index rule, x.shape = a.shape[-(a.ndim - b.ndim):] "
             "after the move; `axes` are non-negative, as NumPy takes them."
         ),
+        batched=False,
     ),
     check=_check_tensorsolve,
     primal=_tensorsolve_primal,
