@@ -19,6 +19,7 @@ nox.options.sessions = [
     "tests-torch",
     "tests-jax",
     "tests-cupy",
+    "tests-dask",
     "docs",
 ]
 
@@ -97,7 +98,8 @@ def tests_torch(session: nox.Session) -> None:
 
 @nox.session(name="tests-jax")
 def tests_jax(session: nox.Session) -> None:
-    """The JAX backend, its device contract and sharding on two forced host devices, then the kit.
+    """The JAX backend, its device contract, sharding on two forced host devices and across
+    two processes (jax.distributed), then the kit.
 
     JAX_ENABLE_X64=1: the float64 and complex128 cases need 64-bit JAX, which invad
     never switches on by itself. XLA_FLAGS must be set before jax is imported, so the
@@ -107,6 +109,8 @@ def tests_jax(session: nox.Session) -> None:
     session.install(".[test,jax]")
     x64 = {"JAX_ENABLE_X64": "1"}
     pytest(session, "jax", "tests/test_jax.py", *EVERY_BACKEND, env=x64)
+    # Two processes joined by jax.distributed, one device each (the test spawns them).
+    pytest(session, "jax", "tests/test_jax_multiprocess.py", env=x64)
     two_devices = {**x64, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     pytest(session, "jax", "tests/test_devices.py", "tests/test_jax_sharding.py", env=two_devices)
     conformance(session, "jax", env=x64)
@@ -141,6 +145,31 @@ def tests_cupy(session: nox.Session) -> None:
     session.install(".[test,cupy]")  # cupy-cuda12x
     pytest(session, "cupy", "tests/test_cupy.py", "tests/test_devices.py", *EVERY_BACKEND)
     conformance(session, "cupy")
+
+
+@nox.session(name="tests-dask")
+def tests_dask(session: nox.Session) -> None:
+    """The Dask backend on a dask.distributed LocalCluster (two worker processes), against
+    NumPy; then the conformance kit's oracle replays on it.
+
+    OPENBLAS_NUM_THREADS=1 in this process too, as dask.distributed sets it in its workers:
+    the tests compare thousands of tiny LAPACK calls, which OpenBLAS's thread pool slows
+    down a hundredfold on a busy 2-core machine.
+    """
+    session.install(".[test,dask]")
+    one_thread = {"OPENBLAS_NUM_THREADS": "1"}
+    pytest(session, "dask", "tests/test_dask.py", env=one_thread)
+    session.run(
+        "pytest",
+        "--pyargs",
+        "invad.testing",
+        "--invad-backend",
+        "dask",
+        "-q",
+        "-k",
+        "oracle",
+        env=one_thread,
+    )
 
 
 @nox.session
