@@ -22,6 +22,7 @@ from .ops import Ops
 from .registry import REGISTRY, BackendInfo
 from .rules import RULES, Contract
 
+#: The version, written here only: pyproject.toml reads it (setuptools `attr`).
 __version__ = "0.1.0"
 
 DEFAULT_BACKEND = "numpy"
