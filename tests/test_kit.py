@@ -162,4 +162,3 @@ def test_progress_is_silent_for_quick_work_or_when_disabled():
 )
 def test_duration(seconds, text):
     assert _progress.duration(seconds) == text
-

@@ -132,7 +132,8 @@ class Progress:
         self._shown, self._drawn = now, True
 
     def _line(self, now: float, what: str) -> None:
-        text = f"{self.label}: {self._count()} ({self._fraction():.0%}) after {duration(now - self.start)}"
+        elapsed = duration(now - self.start)
+        text = f"{self.label}: {self._count()} ({self._fraction():.0%}) after {elapsed}"
         self.stream.write(text + (f", now {what}" if what else "") + "\n")
         self.stream.flush()
         self._shown = now

@@ -154,8 +154,7 @@ def parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=15,
         metavar="N",
-        help="timed calls per function and size; the median is reported (default: 15, "
-        "at least 1)",
+        help="timed calls per function and size; the median is reported (default: 15, at least 1)",
     )
     bench.add_argument(
         "-q", "--quiet", action="store_true", help="print no progress on stderr, only the table"
