@@ -446,7 +446,7 @@ def run_all(
             for shape in C.SHAPES[op]:
                 rng = np.random.default_rng([seed, zlib.crc32(f"{op} {shape.id} {dtype}".encode())])
                 case = f"{shape.id} {dtype}"
-                args = (h, op, shape, dtype, rng)
+                args: tuple[Any, ...] = (h, op, shape, dtype, rng)
                 tasks.append((op, "forward", case, check_forward, args))
                 tasks.append((op, "jvp-fd", case, check_jvp, args))
                 tasks.append((op, "vjp-adjoint", case, check_vjp, args))
@@ -457,8 +457,8 @@ def run_all(
         for r in replays(oracle):
             if any(x.dtype.name in unsupported for x in r.primals):
                 continue
-            args = (h, oracle.case_id, r, *oracle.first_order)
-            tasks.append((r.op, "oracle", oracle.case_id, check_oracle, args))
+            replay = (h, oracle.case_id, r, *oracle.first_order)
+            tasks.append((r.op, "oracle", oracle.case_id, check_oracle, replay))
     rows: list[CheckResult] = []
     for done, (op, name, case, check, args) in enumerate(tasks):
         if progress is not None:
