@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -162,3 +163,14 @@ def test_progress_is_silent_for_quick_work_or_when_disabled():
 )
 def test_duration(seconds, text):
     assert _progress.duration(seconds) == text
+
+
+def test_progress_ticks_between_updates_when_asked(monkeypatch):
+    monkeypatch.delenv("TERM", raising=False)
+    stream = Tty()
+    with _progress.Progress("long", 2, stream=stream, tick=True) as p:
+        p.update(0, what="a step of minutes")
+        drawn = stream.getvalue().count("\r")
+        time.sleep(1.5)  # no update from here: the ticker redraws
+        assert stream.getvalue().count("\r") > drawn
+    assert p._ticker is not None and not p._ticker.is_alive()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import threading
 import time
 from types import TracebackType
 from typing import TextIO
@@ -39,7 +40,9 @@ class Progress:
 
     Use as a context manager, or call :meth:`close`. ``enabled=False`` shows
     nothing. ``bar`` forces (``True``) or forbids (``False``) the in-place bar;
-    by default it is drawn on a terminal only.
+    by default it is drawn on a terminal only. ``tick=True`` also redraws once a
+    second from a background thread, for steps that each take long (a
+    benchmark script): the clock then moves between updates.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class Progress:
         enabled: bool = True,
         bar: bool | None = None,
         interval: float = 10.0,
+        tick: bool = False,
     ) -> None:
         self.label = label
         self.total = total
@@ -63,14 +67,29 @@ class Progress:
         self._shown = self.start - 1.0  # the first update is drawn at once
         self._drawn = False  # a bar is on screen and must be cleared
         self._lines = 0  # plain lines written
+        self._what = ""
+        self._lock = threading.Lock()  # the ticker and the caller both draw
+        self._stop = threading.Event()
+        self._ticker = None
+        if tick and enabled:
+            self._ticker = threading.Thread(target=self._tick, daemon=True)
+            self._ticker.start()
 
-    def update(self, done: int, total: int | None = None, what: str = "") -> None:
+    def update(self, done: int, total: int | None = None, what: str | None = None) -> None:
         """``done`` steps are finished (of ``total``, if it changed); ``what`` runs now."""
+        if not self.enabled:
+            self.done = done
+            return
+        with self._lock:
+            self._update(done, total, what)
+
+    def _update(self, done: int, total: int | None, what: str | None) -> None:
         self.done = done
         if total is not None:
             self.total = total
-        if not self.enabled:
-            return
+        if what is not None:
+            self._what = what
+        what = self._what
         now = time.monotonic()
         if self.bar:
             if now - self._shown >= 0.1 or done >= self.total:
@@ -82,13 +101,20 @@ class Progress:
         ):
             self._line(now, what)
 
-    def advance(self, steps: int = 1, what: str = "") -> None:
+    def advance(self, steps: int = 1, what: str | None = None) -> None:
         self.update(self.done + steps, what=what)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            self.update(self.done)
 
     def close(self) -> None:
         """Clear the bar; in plain mode, say how long it took (work of two seconds and more)."""
         if not self.enabled:
             return
+        if self._ticker is not None:
+            self._stop.set()
+            self._ticker.join()
         elapsed = time.monotonic() - self.start
         if self._drawn:
             width = shutil.get_terminal_size().columns
