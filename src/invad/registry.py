@@ -206,7 +206,10 @@ class Registry:
                 chosen = entry
                 break
         if chosen is None:
-            raise TypeError(f"invad: no installed backend owns arrays of type {type_name(x)}")
+            raise TypeError(
+                "invad: no installed backend owns arrays of type "
+                f"{type(x).__module__}.{type(x).__qualname__}"
+            )
         if len(owners) > 1:
             others = [e for e in owners if e is not chosen]
             listed = ", ".join(f"{e.name!r} (plugin {e.plugin!r})" for e in owners)

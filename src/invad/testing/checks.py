@@ -12,8 +12,9 @@ import copy
 import functools
 import math
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -64,13 +65,16 @@ class Harness:
     error behaviour in the widest dtypes the backend holds.
     """
 
+    # Class-level defaults: a subclass that sets ``ops``, ``backend`` and ``device``
+    # itself, without calling ``__init__``, keeps working.
+    _unsupported: dict[str, str] | None = None
+    #: dtype -> the dtype that :meth:`put` stores it as (see :meth:`narrowed`).
+    _narrow: Mapping[str, str] = MappingProxyType({})
+
     def __init__(self, backend: str | None = None, device: Any = None) -> None:
         self.ops: Ops = install(backend, device=device)
         self.backend = self.ops.backend
         self.device = self.ops.device
-        self._unsupported: dict[str, str] | None = None
-        #: dtype -> the dtype that :meth:`put` stores it as (see :meth:`narrowed`).
-        self._narrow: dict[str, str] = {}
 
     def put(self, x: np.ndarray) -> Any:
         if self._narrow:
