@@ -142,6 +142,8 @@ class Ops:
             if ct is None or not diff:
                 fitted.append(None)
                 continue
+            if isinstance(ct, (int, float, complex)):  # a Python number for a 0-d output
+                ct = self.xp.asarray(ct, dtype=v.dtype, device=self.backend.device_of(v))
             if tuple(ct.shape) != tuple(v.shape):
                 raise ValueError(
                     f"invad.{op}: the cotangent of `{name}` has shape {tuple(ct.shape)}, "
