@@ -116,11 +116,14 @@ class Ops:
         with self.backend.on_device_of(primals[0] if primals else None):
             return self._vjp(rule, primals, cotangents, params)
 
+    def _number(self, ct: Any, like: Array) -> Array:
+        return self.xp.asarray(ct, dtype=like.dtype, device=self.backend.device_of(like))
+
     def _vjp(
         self, rule: Rule, primals: tuple[Array, ...], cotangents: Any, params: Any
     ) -> tuple[Any, tuple[Array, ...]]:
         primal = self._primal(rule, primals, params)
-        fitted = check_cotangents(rule, rule.values(primal), cotangents)
+        fitted = check_cotangents(rule, rule.values(primal), cotangents, self._number)
         needs = tuple(not integer for integer in rule.integer)
         if rule.multi:
             xbars = rule.vjp(self.la, primal.residuals, tuple(fitted), needs, **params)
@@ -164,9 +167,15 @@ def check_tangents(rule: Rule, primals: Sequence[Array], tangents: Sequence[Any]
             )
 
 
-def check_cotangents(rule: Rule, values: Sequence[Array], cotangents: Any) -> list[Any]:
+def check_cotangents(
+    rule: Rule,
+    values: Sequence[Array],
+    cotangents: Any,
+    number: Callable[[Any, Array], Array],
+) -> list[Any]:
     """``ops.vjp``'s cotangents, one per value output of shape ``values``' (``info``'s dropped),
-    as a list with ``None`` for zero and for the outputs that are not differentiable."""
+    as a list with ``None`` for zero and for the outputs that are not differentiable.
+    ``number(ct, v)`` makes an array like ``v`` of a Python number (for a 0-d output)."""
     op = rule.name
     several = rule.returns_info or rule.multi
     cts = tuple(cotangents)[: len(values)] if several else (cotangents,)
@@ -180,6 +189,8 @@ def check_cotangents(rule: Rule, values: Sequence[Array], cotangents: Any) -> li
         if ct is None or not diff:
             fitted.append(None)
             continue
+        if isinstance(ct, (int, float, complex)):  # a Python number for a 0-d output
+            ct = number(ct, v)
         if tuple(ct.shape) != tuple(v.shape):
             raise ValueError(
                 f"invad.{op}: the cotangent of `{name}` has shape {tuple(ct.shape)}, "

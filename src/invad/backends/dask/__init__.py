@@ -48,6 +48,7 @@ class DaskBackend(Backend):
     native_ad = False
     raises_on_singular = True
     array_type = "dask.array.Array (or a numpy.ndarray, taken as one chunk)"
+    requires = ("dask",)
 
     def load(self) -> None:
         # find_spec, not import: listing backends must stay fast, and ``import dask.array``

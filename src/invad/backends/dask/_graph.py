@@ -434,7 +434,9 @@ def lazy_derivatives(rule: Rule, backend: Backend) -> Derivatives:
         forward = plan.forward()
         outputs = plan.outputs(forward)
         values = outputs[: len(rule.value_names)]
-        cts = check_cotangents(rule, values, cotangents)
+        cts = check_cotangents(
+            rule, values, cotangents, lambda ct, v: da.asarray(np.asarray(ct, dtype=v.dtype))
+        )
         if all(ct is None for ct in cts):
             xbars = [
                 None if integer else da.zeros_like(x)
