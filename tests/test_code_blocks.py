@@ -13,7 +13,8 @@ says (invisible on the rendered page):
 
 Each block runs in the nox session of its framework (``INVAD_TEST_BACKENDS``):
 plain NumPy blocks in tests-numpy, torch blocks in tests-torch, JAX blocks in
-tests-jax (its two-device run), GPU blocks in tests-cupy; elsewhere it is
+tests-jax (its two-device run), GPU blocks in tests-cupy, Dask blocks in
+tests-dask; elsewhere it is
 skipped with the reason. A block runs after the earlier blocks it depends on,
 whichever session they belong to.
 """
@@ -36,10 +37,17 @@ FILES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 FENCE = re.compile(r"^(?P<indent> *)(?P<fence>```+|~~~+) *(?P<info>[^\n`]*)$")
 MARKER = re.compile(r"^ *<!-- test: (?P<what>.+?) -->$")
 #: Imports that make a block need a framework, and the framework.
-FRAMEWORKS = {"torch": "torch", "jax": "jax", "cupy": "cupy", "cupyx": "cupy"}
+FRAMEWORKS = {
+    "torch": "torch",
+    "jax": "jax",
+    "cupy": "cupy",
+    "cupyx": "cupy",
+    "dask": "dask",
+    "distributed": "dask",
+}
 #: The session (backend under test) where a block with these needs runs; "gpu" alone
 #: (a GPU, no framework named) is CuPy's.
-HOME = {"torch": "torch", "jax": "jax", "two-jax-devices": "jax", "cupy": "cupy"}
+HOME = {"torch": "torch", "jax": "jax", "two-jax-devices": "jax", "cupy": "cupy", "dask": "dask"}
 
 
 @dataclass

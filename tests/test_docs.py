@@ -68,7 +68,7 @@ def install_table(text: str) -> list[str]:
 def test_readme_and_install_page_show_the_same_install_table():
     readme = install_table((ROOT / "README.md").read_text())
     page = install_table((DOCS / "install.md").read_text())
-    assert len(readme) == 2 + 6  # header, rule, six backends
+    assert len(readme) == 2 + 7  # header, rule, seven backends
     assert readme == page
 
 

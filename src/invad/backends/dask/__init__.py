@@ -40,7 +40,7 @@ from ...backend import Backend, Derivatives, not_accepted
 from ...hookspecs import hookimpl
 from ...rules import Linalg, Rule
 
-INSTALL_HINT = "pip install 'invad[dask]'"
+INSTALL_HINT = "install it with: pip install 'invad[dask]'"
 
 
 class DaskBackend(Backend):
