@@ -120,9 +120,9 @@ class Backend:
         """Raise :attr:`linalg_error` if ``info`` flags a singular matrix.
 
         The message names the op, the shape and the first singular batch
-        index, and says what ``info = k`` means (``what``, the rule's
-        ``Contract.zero_pivot``, with ``{k}`` for ``k - 1``). Does nothing where
-        :attr:`raises_on_singular` is false.
+        index, and says what ``info = k`` means: ``what`` is the rule's
+        ``Rule.zero_pivot(params)``, a format string (see ``ZERO_PIVOT``).
+        Does nothing where :attr:`raises_on_singular` is false.
         """
         if not self.raises_on_singular:
             return
@@ -132,10 +132,8 @@ class Backend:
         index = tuple(int(i[0]) for i in xp.nonzero(info != 0)) if info.ndim else ()
         k = int(info[index]) if index else int(info)
         where = f" at batch index {index}" if index else ""
-        raise self.linalg_error(
-            f"invad.{op}: singular matrix{where} (input shape {tuple(shape)}): "
-            + what.format(k=k - 1)
-        )
+        detail = what.format(where=where, shape=tuple(shape), k=k - 1, order=k)
+        raise self.linalg_error(f"invad.{op}: {detail}")
 
     def native_op(
         self, rule: Rule, la: Linalg, functional: Callable[..., Any]

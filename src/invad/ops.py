@@ -191,7 +191,7 @@ def checked_primal(
     primal = rule.primal(la, *args, **params)
     if rule.raises and not rule.returns_info:
         backend.raise_if_singular(
-            rule.name, tuple(args[0].shape), primal.info, rule.contract.zero_pivot
+            rule.name, tuple(args[0].shape), primal.info, rule.zero_pivot(params)
         )
     return primal
 

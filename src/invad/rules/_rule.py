@@ -17,8 +17,12 @@ CONVENTION = (
 
 SUPPORTED_DTYPES = ("float32", "float64", "complex64", "complex128")
 
-#: What ``info = k`` means for an LU factorization (``{k}`` is k - 1).
-ZERO_PIVOT = "U[{k}, {k}] of its LU factorization is exactly zero"
+#: The singular-matrix error of an LU factorization, after ``invad.<op>: ``. Placeholders:
+#: ``{where}`` (" at batch index (i, j)" or ""), ``{shape}``, ``{k}`` (info - 1), ``{order}``.
+ZERO_PIVOT = (
+    "singular matrix{where} (input shape {shape}): U[{k}, {k}] of its LU factorization is "
+    "exactly zero"
+)
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,8 @@ class Rule:
     residuals: type
     returns_info: bool = False
     raises: bool = True
+    #: ``info``'s meaning when it depends on a parameter (``solve(assume_a="pos")``).
+    info_meaning: Callable[[dict[str, Any]], str] | None = None
     signature: inspect.Signature = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -155,6 +161,12 @@ class Rule:
         """Per input: whether it is an integer array (never differentiated)."""
         integer = self.contract.integer_inputs
         return tuple(name in integer for name in self.contract.inputs)
+
+    def zero_pivot(self, params: dict[str, Any]) -> str:
+        """The error message for ``info != 0`` in a call with ``params`` (see ``ZERO_PIVOT``)."""
+        if self.info_meaning is not None:
+            return self.info_meaning(params)
+        return self.contract.zero_pivot
 
     def values(self, primal: Primal) -> tuple[Array, ...]:
         """``primal.value`` as a tuple, one entry per value output."""
