@@ -17,6 +17,13 @@ CONVENTION = (
 
 SUPPORTED_DTYPES = ("float32", "float64", "complex64", "complex128")
 
+#: What the ``_ex`` twins of LU-based ops say about singular input.
+GETRF_INFO = (
+    "Never raises: `info` is an integer array of the batch shape, 0 where the matrix was "
+    "factored, k > 0 where U[k-1, k-1] == 0 (LAPACK getrf); it has no derivative. Values "
+    "for singular batch elements are not finite."
+)
+
 #: The singular-matrix error of an LU factorization, after ``invad.<op>: ``. Placeholders:
 #: ``{where}`` (" at batch index (i, j)" or ""), ``{shape}``, ``{k}`` (info - 1), ``{order}``.
 ZERO_PIVOT = (
@@ -178,18 +185,15 @@ class Rule:
             return (*self.values(primal), primal.info)
         return primal.value
 
-    def with_info(self, name: str, summary: str) -> Rule:
-        """The ``_ex`` twin of this rule: same mathematics, result ``(value, info)``."""
+    def with_info(self, name: str, summary: str, singular: str = GETRF_INFO) -> Rule:
+        """The ``_ex`` twin of this rule: same mathematics, result ``(value, info)``;
+        ``singular`` says what ``info`` holds."""
         contract = replace(
             self.contract,
             name=name,
             summary=summary,
             outputs=(*self.contract.outputs, "info"),
-            singular=(
-                "Never raises: `info` is an integer array of the batch shape, 0 where the "
-                "matrix was factored, k > 0 where U[k-1, k-1] == 0 (LAPACK getrf); it has "
-                "no derivative. Values for singular batch elements are not finite."
-            ),
+            singular=singular,
         )
         return replace(self, contract=contract, returns_info=True)
 

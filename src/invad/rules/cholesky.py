@@ -142,7 +142,14 @@ CHOLESKY = Rule(
 )
 
 CHOLESKY_EX = CHOLESKY.with_info(
-    "cholesky_ex", "Cholesky factor with LAPACK's `info` (the order of the failing minor)."
+    "cholesky_ex",
+    "Cholesky factor with LAPACK's `info` (the order of the failing minor).",
+    singular=(
+        "Never raises: `info` is an integer array of the batch shape, 0 where the matrix was "
+        "factored, k > 0 where the leading minor of order k is not positive definite (LAPACK "
+        "potrf; a NaN counts as not positive); it has no derivative. The factor of such a "
+        "batch element is not meaningful."
+    ),
 )
 
 # -- cholesky_solve -------------------------------------------------------------------
