@@ -40,7 +40,17 @@ from ._linalg import (
     mH,
     mT,
 )
-from ._rule import ZERO_PIVOT, Contract, Param, Primal, Rule, check_dtype, check_flag, check_square
+from ._rule import (
+    GETRF_INFO,
+    ZERO_PIVOT,
+    Contract,
+    Param,
+    Primal,
+    Rule,
+    check_dtype,
+    check_flag,
+    check_square,
+)
 
 #: ``assume_a``'s values, as scipy.linalg.solve names them.
 ASSUME_A = ("gen", "pos")
@@ -267,7 +277,13 @@ SOLVE = Rule(
     ),
 )
 
-SOLVE_EX = SOLVE.with_info("solve_ex", "Solve with LAPACK-style `info` instead of an error.")
+SOLVE_EX = SOLVE.with_info(
+    "solve_ex",
+    "Solve with LAPACK-style `info` instead of an error.",
+    singular=GETRF_INFO
+    + " With assume_a='pos', k > 0 is the order of the leading minor that is not positive "
+    "definite (LAPACK potrf).",
+)
 
 # -- tensorsolve: solve on NumPy's index reshape ------------------------------
 
