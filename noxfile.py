@@ -1,7 +1,9 @@
 """The test matrix: one session per backend, each in its own environment.
 
-nox                    # every session
+nox                    # every session (about half an hour on 2 cores, most of it tests-jax)
 nox -s tests-numpy     # one of them
+
+Each session's time is in README.md and CONTRIBUTING.md.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ EVERY_BACKEND = (
     "tests/test_tensorsolve.py",
     "tests/test_inputs.py",
     "tests/test_threads.py",
+    "tests/test_quiet.py",
 )
+#: The Python blocks of README.md and docs/: each session runs those of its framework.
+CODE_BLOCKS = "tests/test_code_blocks.py"
 
 
 def pytest(
@@ -92,6 +97,7 @@ def tests_torch(session: nox.Session) -> None:
         "tests/test_torch.py",
         "tests/test_torch_compile.py",
         "tests/test_devices.py",
+        CODE_BLOCKS,
         *EVERY_BACKEND,
     )
     conformance(session, "torch")
@@ -110,7 +116,16 @@ def tests_jax(session: nox.Session) -> None:
     x64 = {"JAX_ENABLE_X64": "1"}
     pytest(session, "jax", "tests/test_jax.py", *EVERY_BACKEND, env=x64)
     two_devices = {**x64, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    pytest(session, "jax", "tests/test_devices.py", "tests/test_jax_sharding.py", env=two_devices)
+    pytest(
+        session,
+        "jax",
+        "tests/test_devices.py",
+        "tests/test_jax_sharding.py",
+        CODE_BLOCKS,  # the docs' JAX blocks, the two-device one included
+        # the kit without 64-bit JAX (the test turns x64 off in its own subprocess)
+        "tests/test_kit.py::test_the_kit_on_jax_without_64_bit_mode",
+        env=two_devices,
+    )
     conformance(session, "jax", env=x64)
 
 
@@ -141,7 +156,9 @@ def tests_cupy(session: nox.Session) -> None:
             "no CUDA GPU visible (nvidia-smi found no device): the CuPy backend's tests need one"
         )
     session.install(".[test,cupy]")  # cupy-cuda12x
-    pytest(session, "cupy", "tests/test_cupy.py", "tests/test_devices.py", *EVERY_BACKEND)
+    pytest(
+        session, "cupy", "tests/test_cupy.py", "tests/test_devices.py", CODE_BLOCKS, *EVERY_BACKEND
+    )
     conformance(session, "cupy")
 
 
@@ -162,7 +179,8 @@ def typecheck(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """The documentation site, warnings as errors (op pages generated from the rule contracts).
 
-    docs/benchmarks.md and its plot are the committed output of benchmarks/run_all.py.
+    docs/benchmarks.md and its plot are the committed output of benchmarks/run_all.py;
+    docs/ops/ holds the op pages as committed copies (python docs/hooks.py rewrites them).
     """
     session.install(".[docs]")
     session.run("mkdocs", "build", "--strict", "--site-dir", f"{session.create_tmp()}/site")

@@ -7,8 +7,9 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any, ClassVar
 
 import array_api_compat
+import numpy as np
 
-from .rules import Linalg, Rule
+from .rules import Linalg, Rule, _linalg
 from .rules._rule import ZERO_PIVOT
 
 
@@ -32,6 +33,10 @@ class Backend:
     raises_on_singular: ClassVar[bool] = True
     #: How error messages name this backend's arrays (``"numpy.ndarray"``, ``"torch.Tensor"``).
     array_type: ClassVar[str] = "its own arrays"
+    #: The top-level modules that :meth:`load` imports (``("torch",)``). Optional: with
+    #: them, invad tells whether the framework is installed without importing it (an
+    #: error message that lists the backends then loads none of them).
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def load(self) -> None:
         """Import the framework; raise (ImportError, RuntimeError, ...) if it cannot be used.
@@ -110,9 +115,10 @@ class Backend:
         """Optional native kernels: an object with any of ``lu_factor``, ``lu_solve``, ``inv``.
 
         Their contracts are in :mod:`invad.rules._linalg`. Whatever is missing
-        falls back to portable array-API kernels.
+        falls back to portable array-API kernels. The default is those portable
+        kernels with NumPy's floating-point warnings off (:class:`PortableKernels`).
         """
-        return None
+        return PortableKernels(self.namespace())
 
     def raise_if_singular(
         self, op: str, shape: tuple[int, ...], info: Any, what: str = ZERO_PIVOT
@@ -175,6 +181,35 @@ class Backend:
     def from_numpy(self, x: Any, device: Any) -> Any:
         """An array of this framework on ``device`` from a NumPy array (conformance checks)."""
         return self.namespace().asarray(x, device=device)
+
+
+class PortableKernels:
+    """invad's portable array-API kernels (``portable_<name>`` in :mod:`invad.rules._linalg`)
+    over ``xp``, run with NumPy's floating-point warnings off.
+
+    A singular matrix makes the portable LU divide by its zero pivot on purpose:
+    ``info`` says where, and the ops that raise do so with ``LinAlgError``. On a
+    namespace that computes with NumPy (array-api-strict, say) every such division
+    would also print a ``RuntimeWarning``. ``numpy.errstate`` holds for the current
+    thread and context only, so the caller's own NumPy settings are untouched, and
+    it does nothing for frameworks that are not NumPy.
+    """
+
+    def __init__(self, xp: Any) -> None:
+        self.xp = xp
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        portable = getattr(_linalg, f"portable_{name}", None) if not name.startswith("_") else None
+        if portable is None:
+            raise AttributeError(name)  # no portable kernel: Linalg builds its own fallback
+        xp = self.xp
+
+        def kernel(*args: Any, **kwargs: Any) -> Any:
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                return portable(xp, *args, **kwargs)
+
+        kernel.__name__ = kernel.__qualname__ = name
+        return kernel
 
 
 def type_name(x: Any) -> str:

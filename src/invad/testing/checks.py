@@ -8,10 +8,13 @@ identity between JVP and VJP, and the oracle data.
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -31,6 +34,8 @@ WIDE = {
     "complex128": "complex128",
 }
 FD_STEP = 1e-6
+#: The single-precision twin of each double-precision dtype.
+NARROW = {"float64": "float32", "complex128": "complex64"}
 FD_RTOL = {"float32": 2e-3, "complex64": 2e-3, "float64": 1e-6, "complex128": 1e-6}
 
 
@@ -51,7 +56,20 @@ class CheckResult:
 
 
 class Harness:
-    """An installed backend and the conversions between it and NumPy."""
+    """An installed backend and the conversions between it and NumPy.
+
+    A backend may be unable to hold some of the kit's dtypes as configured (JAX
+    without 64-bit mode holds no float64 or complex128): :meth:`unsupported`
+    names them with the backend's own reason. The kit then runs the cases of the
+    other dtypes, builds its double-precision references in NumPy, and checks
+    error behaviour in the widest dtypes the backend holds.
+    """
+
+    # Class-level defaults: a subclass that sets ``ops``, ``backend`` and ``device``
+    # itself, without calling ``__init__``, keeps working.
+    _unsupported: dict[str, str] | None = None
+    #: dtype -> the dtype that :meth:`put` stores it as (see :meth:`narrowed`).
+    _narrow: Mapping[str, str] = MappingProxyType({})
 
     def __init__(self, backend: str | None = None, device: Any = None) -> None:
         self.ops: Ops = install(backend, device=device)
@@ -59,7 +77,13 @@ class Harness:
         self.device = self.ops.device
 
     def put(self, x: np.ndarray | None) -> Any:
-        return None if x is None else self.backend.from_numpy(x, self.device)
+        if x is None:
+            return None
+        if self._narrow:
+            to = self._narrow.get(x.dtype.name)
+            if to is not None:
+                x = x.astype(to)
+        return self.backend.from_numpy(x, self.device)
 
     def get(self, x: Any) -> np.ndarray:
         return np.asarray(self.backend.to_numpy(x))
@@ -77,9 +101,53 @@ class Harness:
         return self.get(lu), self.get(pivots), b
 
     def call(self, op: str, primals: tuple[np.ndarray, ...], params: dict[str, Any]) -> Any:
-        """The op on ``primals``: its value outputs (no ``info``) as NumPy arrays, a tuple."""
+        """The op on ``primals``: its value outputs (no ``info``) as NumPy arrays, a tuple; on
+        NumPy for a dtype the backend cannot hold (the finite-difference references at
+        double precision)."""
+        unsupported = self.unsupported()
+        if unsupported and any(x.dtype.name in unsupported for x in primals):
+            return _numpy_reference().call(op, primals, params)
         out = getattr(self.ops, op)(*(self.put(x) for x in primals), **params)
         return tuple(self.get(v) for v in values(op, out))
+
+    def unsupported(self) -> dict[str, str]:
+        """The kit's dtypes that this backend cannot hold as configured, with its reason.
+
+        Found once by asking the backend to hold an array of each: a backend
+        refuses a dtype with ``TypeError`` (JAX without 64-bit mode says how to
+        turn it on). Empty for a backend that holds every dtype.
+        """
+        if self._unsupported is None:
+            found = {}
+            for dtype in C.DTYPES:
+                try:
+                    self.backend.from_numpy(np.zeros(1, dtype=dtype), self.device)
+                except TypeError as exc:
+                    found[dtype] = str(exc)
+            self._unsupported = found
+        return self._unsupported
+
+    def narrowed(self) -> Harness:
+        """This harness, storing the dtypes it cannot hold as the single-precision twin.
+
+        For the error-behaviour checks, whose properties (which exception, which
+        message, where ``info`` and NaN land) do not depend on precision.
+        """
+        narrow = {
+            d: NARROW[d]
+            for d in self.unsupported()
+            if d in NARROW and NARROW[d] not in self.unsupported()
+        }
+        if not narrow:
+            return self
+        twin = copy.copy(self)
+        twin._narrow = narrow
+        return twin
+
+
+@functools.cache
+def _numpy_reference() -> Harness:
+    return Harness("numpy")
 
 
 # -- helpers --------------------------------------------------------------------
@@ -624,36 +692,54 @@ def check_errors(h: Harness, op: str) -> Iterator[CheckResult]:
 CHECKS = ("forward", "jvp-fd", "vjp-adjoint", "native-ad", "oracle-jvp", "oracle-vjp", "errors")
 
 
-def run_all(backend: str | None = None, device: Any = None, seed: int = 0) -> list[CheckResult]:
-    """Every conformance check on one backend, as rows."""
+#: What ``run_all`` reports as it goes: checks done, checks in all, what runs now.
+ProgressCallback = Callable[[int, int, str], None]
+
+
+def run_all(
+    backend: str | None = None,
+    device: Any = None,
+    seed: int = 0,
+    *,
+    progress: ProgressCallback | None = None,
+) -> list[CheckResult]:
+    """Every conformance check on one backend, as rows.
+
+    Cases of a dtype that the backend cannot hold as configured
+    (:meth:`Harness.unsupported`: float64 and complex128 under JAX without
+    64-bit mode) are not run; the error-behaviour checks then run in single
+    precision. ``progress(done, total, what)`` is called before each check.
+    """
     h = Harness(backend, device)
-    rows: list[CheckResult] = []
+    unsupported = h.unsupported()
+    tasks: list[tuple[str, str, str, Callable[..., Any], tuple[Any, ...]]] = []
     for op in RULES:
         for dtype in C.DTYPES:
+            if dtype in unsupported:
+                continue
             for shape in C.SHAPES[op]:
                 rng = np.random.default_rng([seed, zlib.crc32(f"{op} {shape.id} {dtype}".encode())])
                 case = f"{shape.id} {dtype}"
-                for name, check in (
-                    ("forward", check_forward),
-                    ("jvp-fd", check_jvp),
-                    ("vjp-adjoint", check_vjp),
-                ):
-                    rows += _guarded(op, name, case, check, h, op, shape, dtype, rng)
+                args: tuple[Any, ...] = (h, op, shape, dtype, rng)
+                tasks.append((op, "forward", case, check_forward, args))
+                tasks.append((op, "jvp-fd", case, check_jvp, args))
+                tasks.append((op, "vjp-adjoint", case, check_vjp, args))
                 if dtype in ("float64", "complex128"):
-                    rows += _guarded(op, "native-ad", case, check_native, h, op, shape, dtype, rng)
-        rows += _guarded(op, "errors", "all", check_errors, h, op)
+                    tasks.append((op, "native-ad", case, check_native, args))
+        tasks.append((op, "errors", "all", check_errors, (h.narrowed(), op)))
     for oracle in load_cases():
         for r in replays(oracle):
-            rows += _guarded(
-                r.op,
-                "oracle",
-                oracle.case_id,
-                check_oracle,
-                h,
-                oracle.case_id,
-                r,
-                *oracle.first_order,
-            )
+            if any(x.dtype.name in unsupported for x in r.primals):
+                continue
+            replay = (h, oracle.case_id, r, *oracle.first_order)
+            tasks.append((r.op, "oracle", oracle.case_id, check_oracle, replay))
+    rows: list[CheckResult] = []
+    for done, (op, name, case, check, args) in enumerate(tasks):
+        if progress is not None:
+            progress(done, len(tasks), f"{op} {name} {case}")
+        rows += _guarded(op, name, case, check, *args)
+    if progress is not None:
+        progress(len(tasks), len(tasks), "")
     return rows
 
 

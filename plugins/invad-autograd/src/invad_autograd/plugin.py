@@ -30,6 +30,7 @@ class AutogradBackend(Backend):
     name = "autograd"
     native_ad = True
     array_type = "numpy.ndarray (or nested lists and scalars, as autograd.numpy.linalg does)"
+    requires = ("autograd", "scipy")  # what load() imports: found without importing them
 
     def load(self) -> None:
         import autograd  # noqa: F401  (raises ImportError when it is missing)
