@@ -520,9 +520,15 @@ def portable_cholesky(xp: Any, a: Array, upper: bool = False) -> tuple[Array, Ar
 
 
 def portable_cholesky_solve(
-    solve_triangular: SolveTriangular, factor: CholeskyFactor, b: Array
+    xp: Any, factor: CholeskyFactor, b: Array, solve_triangular: SolveTriangular | None = None
 ) -> Array:
-    """``A^-1 b`` from ``A = L L^H`` by two triangular solves (``L = c``, or ``c^H`` if upper)."""
+    """``A^-1 b`` from ``A = L L^H`` by two triangular solves (``L = c``, or ``c^H`` if upper),
+    the backend's ``solve_triangular`` if given."""
+    if solve_triangular is None:
+
+        def solve_triangular(t: Array, y: Array, upper: bool, trans: Trans, unit: bool) -> Array:
+            return portable_solve_triangular(xp, t, y, upper, trans, unit)
+
     c, upper = factor.c, factor.upper
     if upper:  # A = c^H c: c^-1 c^-H b
         return solve_triangular(c, solve_triangular(c, b, True, "H", False), True, "N", False)
