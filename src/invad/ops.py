@@ -31,6 +31,9 @@ class Ops:
     solve_triangular: Callable[..., Array]
     det: Callable[..., Array]
     slogdet: Callable[..., tuple[Array, Array]]
+    cholesky: Callable[..., Array]
+    cholesky_ex: Callable[..., tuple[Array, Array]]
+    cholesky_solve: Callable[..., Array]
 
     def __init__(self, backend: Backend, device: Any) -> None:
         self.backend = backend
