@@ -16,9 +16,18 @@ CuPy's source (v13.0.0, v14.2), not CuPy's numerics:
   ``cupyx.errstate(linalg="raise")``, a thread-local setting; otherwise the
   result is non-finite in that batch element only.
 - ``cupy.linalg.solve`` does not broadcast batch dimensions.
-- ``cupyx.scipy.linalg.lu_factor`` copies to Fortran order, returns 0-based
-  int32 pivots and warns (from ``_lu_factor``, ``stacklevel=2``) on a zero
-  pivot; ``lu_solve`` takes ``trans`` 0, 1, 2.
+- ``cupyx.scipy.linalg.lu_factor`` takes one ``(m, n)`` matrix, copies it to
+  Fortran order, returns ``min(m, n)`` 0-based int32 pivots and warns (from
+  ``_lu_factor``, ``stacklevel=2``) on a zero pivot; ``lu_solve`` takes
+  ``trans`` 0, 1, 2.
+- ``cupyx.scipy.linalg.solve_triangular`` reads one triangle, computes in
+  ``a``'s dtype (``b`` cast to it), divides by a zero on the diagonal
+  without an error, and takes one matrix (CuPy 13) or also a stack whose
+  batch equals ``b``'s (CuPy 14, ``trsmBatched``): the fake's ``__version__``
+  says which.
+- ``cupy.linalg.slogdet`` / ``det`` factor a C-ordered copy of their input
+  read as column-major, i.e. each matrix's transpose, and give sign 0 and
+  logdet -inf where ``getrf`` meets a zero pivot.
 - ``cupy.cublas.get_batched_gesv_limit`` / ``set_batched_gesv_limit``.
 
 The fake records each LAPACK-level call it makes, so the tests can say which
@@ -30,6 +39,7 @@ a CUDA GPU.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import types
 import warnings
@@ -42,6 +52,7 @@ import pytest
 from scipy.linalg import get_lapack_funcs
 
 from invad.backends import cupy as cupy_backend
+from invad.backends.cupy import _state as cupy_state
 from invad.ops import Ops
 from invad.rules import RULES
 from invad.testing import Harness, checks
@@ -69,10 +80,14 @@ class FakeCupyx:
     def __init__(self, calls: list[str]) -> None:
         self._config = threading.local()
         self.calls = calls
+        self.batched_trsm = True  # CuPy 14 and later; the fake cupy's version says which
         decomp_lu = types.SimpleNamespace(_lu_factor=self._lu_factor)
         self.scipy = types.SimpleNamespace(
             linalg=types.SimpleNamespace(
-                lu_factor=self.lu_factor, lu_solve=self.lu_solve, _decomp_lu=decomp_lu
+                lu_factor=self.lu_factor,
+                lu_solve=self.lu_solve,
+                solve_triangular=self.solve_triangular,
+                _decomp_lu=decomp_lu,
             )
         )
 
@@ -123,6 +138,43 @@ class FakeCupyx:
             raise ValueError("array must not contain infs or NaNs")
         return getrs(np.asfortranarray(lu), piv, b, trans)
 
+    def solve_triangular(
+        self,
+        a: Any,
+        b: Any,
+        trans: Any = 0,
+        lower: bool = False,
+        unit_diagonal: bool = False,
+        overwrite_b: bool = False,
+        check_finite: bool = False,
+    ) -> Any:
+        """cuBLAS ``trsm``: one matrix, or (CuPy 14) a stack whose batch equals ``b``'s."""
+        if a.ndim == 2:
+            self.calls.append("trsm")
+            if a.shape[0] != a.shape[1] or len(a) != len(b):
+                raise ValueError("expected square matrix / incompatible dimensions")
+        elif not self.batched_trsm:  # CuPy 13: `len(a.shape) != 2` is refused
+            raise ValueError("expected square matrix")
+        else:
+            self.calls.append("trsmBatched")
+            if a.shape[:-2] != b.shape[: a.ndim - 2]:
+                raise ValueError("incompatible batch count")
+            assert b.ndim == a.ndim, "the backend always passes b as a matrix"
+        # The computation is in a's dtype (made float): b is cast to it, as CuPy does.
+        dtype = a.dtype if a.dtype.char in "fd" else np.promote_types(a.dtype.char, "f")
+        code = {0: "N", 1: "T", 2: "C"}.get(trans, trans)
+        assert code in ("N", "T", "C"), trans
+        a = np.asarray(a, dtype=dtype)
+        b = np.asarray(b).astype(dtype)
+        x = np.empty(b.shape, dtype)
+        (trtrs,) = get_lapack_funcs(("trtrs",), (a,))
+        kw = {"lower": int(lower), "trans": "NTC".index(code), "unitdiag": int(unit_diagonal)}
+        for i in np.ndindex(*a.shape[:-2]):  # LAPACK trtrs reads only the named triangle
+            x[i], info = trtrs(a[i], b[i], **kw)
+            if info > 0:  # a zero on the diagonal: trsm divides by it, no error
+                x[i] = np.nan
+        return x
+
 
 class FakeLinalg:
     """``cupy.linalg.solve`` and ``inv``, factoring what CuPy's code factors."""
@@ -158,6 +210,32 @@ class FakeLinalg:
         for i, xi in zip(batch, xs):
             x[i] = xi
         return x
+
+    def slogdet(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """CuPy's slogdet: a C-ordered copy of ``a`` read column-major, so each matrix's
+        transpose is factored; sign 0 and logdet -inf where getrf reports a zero pivot."""
+        self._cupyx.calls.append("slogdet")
+        a = np.asarray(a)
+        sign = np.ones(a.shape[:-2], a.dtype)
+        real = np.dtype(a.real.dtype)
+        logdet = np.zeros(a.shape[:-2], real)
+        for i in np.ndindex(*a.shape[:-2]):
+            if a.shape[-1] == 0:
+                continue
+            lu, piv, info = getrf(a[i].T)
+            d = np.diagonal(lu)
+            swaps = np.count_nonzero(piv != np.arange(len(piv)))
+            if info > 0:
+                sign[i], logdet[i] = 0, -np.inf
+                continue
+            phase = d / np.abs(d) if a.dtype.kind == "c" else np.sign(d)
+            sign[i] = (-1) ** swaps * np.prod(phase)
+            logdet[i] = np.sum(np.log(np.abs(d)))
+        return sign, logdet
+
+    def det(self, a: np.ndarray) -> np.ndarray:
+        sign, logdet = self.slogdet(a)
+        return sign * np.exp(logdet)
 
     def inv(self, a: np.ndarray) -> np.ndarray:
         out = np.empty(a.shape, a.dtype)
@@ -203,8 +281,11 @@ NUMPY_NAMES = (
     "int32",
     "moveaxis",
     "result_type",
+    "take_along_axis",
     "where",
     "zeros",
+    "zeros_like",
+    "inf",
 )
 
 
@@ -213,7 +294,7 @@ class FakeCupy(types.SimpleNamespace):
 
     def __init__(self, cupyx: FakeCupyx) -> None:
         super().__init__(**{name: getattr(np, name) for name in NUMPY_NAMES})
-        self.__version__ = "stand-in"
+        self.__version__ = "14.2.0"  # solve_triangular takes stacks (trsmBatched)
         self.limit = 256  # CuPy's default
         self.cublas = types.SimpleNamespace(
             get_batched_gesv_limit=lambda: self.limit,
@@ -263,8 +344,8 @@ def standin(monkeypatch: pytest.MonkeyPatch) -> Standin:
     calls: list[str] = []
     cupyx = FakeCupyx(calls)
     cupy = FakeCupy(cupyx)
-    monkeypatch.setattr(cupy_backend, "_cupy", cupy)
-    monkeypatch.setattr(cupy_backend, "_cupyx", cupyx)
+    monkeypatch.setattr(cupy_state, "cupy", cupy)
+    monkeypatch.setattr(cupy_state, "cupyx", cupyx)
     backend = StandinBackend()
     ops = Ops(backend, backend.resolve_device(None))
     return Standin(cupy=cupy, cupyx=cupyx, calls=calls, ops=ops, kernels=backend.kernels(None))
@@ -579,6 +660,211 @@ def test_threads_neither_warn_nor_disturb_each_others_filters(standin):
         assert not errors, errors
         assert not seen, [str(w.message) for w in seen]
         assert warnings.filters[0][0] == "ignore" and warnings.filters[-len(mine) :] == mine
+
+
+# -- the LU family: factors, triangular solves, row interchanges, determinants -----------
+
+
+def batch_of(path: str) -> tuple[int, ...]:
+    return () if path == "one-matrix" else (3,)
+
+
+def cupy_13(standin: Standin) -> cupy_backend.CupyKernels:
+    """Kernels over the stand-in as CuPy 13: solve_triangular takes one matrix only."""
+    standin.cupy.__version__ = "13.0.0"
+    standin.cupyx.batched_trsm = False
+    return cupy_backend.CupyKernels(array_api_compat.numpy, standin.cupy, standin.cupyx)
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (5, 3), (2, 3, 5), (2, 5, 3), (3, 4, 4), (0, 3, 3)])
+def test_lu_factor_is_cupyxs_per_matrix_and_rectangular(standin, shape):
+    """LU and 0-based pivots are getrf's of each matrix (cupyx lu_factor); info 0."""
+    rng = np.random.default_rng(20)
+    a = rng.standard_normal(shape)
+    lu, pivots, info = standin.ops.lu_factor_ex(a)
+    k = min(shape[-2:])
+    assert lu.shape == shape and pivots.shape == (*shape[:-2], k) and pivots.dtype == np.int32
+    for i in np.ndindex(*shape[:-2]):
+        ref_lu, ref_piv, _ = getrf(a[i])
+        np.testing.assert_array_equal(lu[i], ref_lu)
+        np.testing.assert_array_equal(pivots[i], ref_piv)
+    assert not info.any() and info.shape == shape[:-2]
+    assert routes(standin) == ({"lu_factor"} if a.size else set())
+
+
+def test_lu_solve_takes_cupyxs_own_factor(standin):
+    rng = np.random.default_rng(21)
+    a = C.well_conditioned(rng, (), 4, "complex128")
+    b = C.random_array(rng, (2, 4, 3), "complex128")
+    factor = standin.cupyx.scipy.linalg.lu_factor(a)
+    for adjoint in (False, True):
+        op_a = a.conj().T if adjoint else a
+        np.testing.assert_allclose(
+            standin.ops.lu_solve(*factor, b, adjoint=adjoint),
+            np.linalg.solve(op_a, b),
+            rtol=1e-12,
+        )
+    assert routes(standin) == {"lu_factor", "lu_solve"}
+
+
+@pytest.mark.parametrize("cupy_version", ["14", "13"])
+@pytest.mark.parametrize("dtypes", [("float64", "float64"), ("float64", "complex128")])
+@pytest.mark.parametrize("trans", ["N", "T", "H"])
+@pytest.mark.parametrize(("t_batch", "b_batch"), [((), (4,)), ((2, 1), (3,)), ((3,), ())])
+def test_solve_triangular_kernel(standin, cupy_version, dtypes, trans, t_batch, b_batch):
+    """One trsm for one matrix; a stack in one trsmBatched (CuPy 14) or one trsm per matrix
+    (CuPy 13); only the named triangle read; b's dtype kept (cupyx casts b to a's)."""
+    kernels = standin.kernels if cupy_version == "14" else cupy_13(standin)
+    rng = np.random.default_rng(22)
+    n = 3
+    t = C.well_conditioned(rng, t_batch, n, dtypes[0])
+    b = C.random_array(rng, (*b_batch, n, 2), dtypes[1])
+    batch = np.broadcast_shapes(t_batch, b_batch)
+    for upper in (True, False):
+        for unit in (False, True):
+            triangle = np.triu(t) if upper else np.tril(t)
+            if unit:
+                triangle = np.where(np.eye(n, dtype=bool), 1.0, triangle)
+            expected = np.linalg.solve(op_of(triangle, trans), b)
+            keep = np.triu(np.ones((n, n), bool)) if upper else np.tril(np.ones((n, n), bool))
+            if unit:
+                keep &= ~np.eye(n, dtype=bool)
+            hidden = np.where(keep, t, np.nan).astype(t.dtype)  # NaN where nothing is read
+            x = kernels.solve_triangular(hidden, b, upper, trans, unit)
+            assert x.dtype == np.result_type(t, b) and x.shape == (*batch, n, 2)
+            np.testing.assert_allclose(x, expected, rtol=1e-12)
+    calls = standin.calls
+    if not t_batch:
+        assert calls == ["trsm"] * 4
+    elif cupy_version == "14":
+        assert calls == ["trsmBatched"] * 4
+    else:
+        assert calls == ["trsm"] * 4 * math.prod(batch)
+
+
+def laswp(pivots: np.ndarray, x: np.ndarray, inverse: bool) -> np.ndarray:
+    """LAPACK's laswp transcribed: rows j and pivots[j] swapped, j in order (reversed for P x)."""
+    batch = np.broadcast_shapes(pivots.shape[:-1], x.shape[:-2])
+    pivots = np.broadcast_to(pivots, (*batch, pivots.shape[-1]))
+    out = np.array(np.broadcast_to(x, (*batch, *x.shape[-2:])))
+    for i in np.ndindex(*batch):
+        steps = range(pivots.shape[-1])
+        for j in reversed(steps) if inverse else steps:
+            p = int(pivots[(*i, j)])
+            out[(*i, j)], out[(*i, p)] = out[(*i, p)].copy(), out[(*i, j)].copy()
+    return out
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+@pytest.mark.parametrize(
+    ("p_batch", "x_batch"), [((), (3,)), ((2, 1), (4,)), ((3,), ()), ((0,), ())]
+)
+def test_permute_rows_is_laswp(standin, inverse, p_batch, x_batch):
+    rng = np.random.default_rng(23)
+    m, k = 5, 3  # more rows than interchanges: a tall factor's
+    pivots = np.stack([rng.integers(j, m, size=p_batch) for j in range(k)], axis=-1).astype(
+        np.int32
+    )
+    x = rng.standard_normal((*x_batch, m, 2))
+    got = standin.kernels.permute_rows(pivots, x, inverse)
+    np.testing.assert_array_equal(got, laswp(pivots, x, inverse))
+    back = standin.kernels.permute_rows(pivots, got, not inverse)
+    np.testing.assert_array_equal(back, np.broadcast_to(x, back.shape))
+
+
+def cofactors(a: np.ndarray) -> np.ndarray:
+    """d det(A) / dA, the cofactor matrix (the adjugate's transpose), from minors."""
+    out = np.empty_like(a)
+    for index in np.ndindex(*a.shape):
+        *batch, i, j = index
+        minor = np.delete(np.delete(a[tuple(batch)], i, axis=0), j, axis=1)
+        out[index] = (-1) ** (i + j) * np.linalg.det(minor)
+    return out
+
+
+#: The determinants' routes: CuPy's batched slogdet on stacks of small matrices, else the
+#: per-matrix LU kept for the derivatives (which then solve with it, getrs).
+DET_ROUTES = {
+    "one-matrix": ({"lu_factor"}, {"lu_solve"}),
+    "batched": ({"slogdet"}, {"batched_gesv"}),
+    "per-matrix": ({"lu_factor"}, {"lu_solve"}),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "complex128", "float32"])
+@pytest.mark.parametrize("path", ["one-matrix", "batched", "per-matrix"])
+def test_determinants_and_their_derivatives(standin, path, dtype):
+    standin.cupy.cublas.set_batched_gesv_limit(PATHS.get(path, 256))
+    rng = np.random.default_rng(24)
+    a = C.well_conditioned(rng, batch_of(path), 4, dtype)
+    ops = standin.ops
+    forward, derivative = DET_ROUTES[path]
+    sign, logabsdet = ops.slogdet(a)
+    ref_sign, ref_log = np.linalg.slogdet(a)
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(sign, ref_sign, rtol=rtol)
+    np.testing.assert_allclose(logabsdet, ref_log, rtol=rtol)
+    assert sign.dtype == np.dtype(dtype) and logabsdet.dtype == np.dtype(a.real.dtype)
+    np.testing.assert_allclose(ops.det(a), np.linalg.det(a), rtol=rtol)
+    assert routes(standin) == forward
+    # d logabsdet = Re tr(A^-1 dA): the cotangent of logabsdet is A^-H
+    ones = np.ones(a.shape[:-2], dtype=a.real.dtype)
+    _, (abar,) = ops.vjp("slogdet", (a,), (None, ones))
+    np.testing.assert_allclose(abar, np.linalg.inv(a).conj().swapaxes(-1, -2), rtol=100 * rtol)
+    assert routes(standin) == forward | derivative
+
+
+@pytest.mark.parametrize("path", ["one-matrix", "batched", "per-matrix"])
+def test_determinants_of_singular_matrices(standin, path):
+    """det 0 and slogdet (0, -inf) exactly; the derivative of det is the adjugate (finite),
+    rank n-1 and rank n-2; the kernels' info is getrf's of A."""
+    standin.cupy.cublas.set_batched_gesv_limit(PATHS.get(path, 256))
+    rng = np.random.default_rng(25)
+    batch = batch_of(path)
+    singular = [()] if path == "one-matrix" else [(0,), (2,)]
+    a = with_equal_rows(rng, batch, 4, "float64", singular)
+    if path != "one-matrix":
+        a[2, 1] = 0.0  # and a zero row: rank n-2
+    ops = standin.ops
+    with np.errstate(divide="ignore"):  # NumPy warns on log(0), where CuPy does not
+        det = ops.det(a)
+        sign, logabsdet = ops.slogdet(a)
+    zero = np.zeros(batch, bool)
+    for i in singular:
+        zero[i] = True
+    assert (det[zero] == 0).all() and (sign[zero] == 0).all()
+    assert (logabsdet[zero] == -np.inf).all()
+    np.testing.assert_allclose(det[~zero], np.linalg.det(a[~zero]), rtol=1e-12)
+    for kernel in (standin.kernels.det, standin.kernels.slogdet):
+        with np.errstate(divide="ignore"):
+            info = kernel(a)[-1]
+        np.testing.assert_array_equal(info, lapack_info(a))
+    _, (abar,) = ops.vjp("det", (a,), np.ones(batch))
+    np.testing.assert_allclose(abar, cofactors(a), rtol=1e-10, atol=1e-12)
+    if path != "one-matrix":
+        assert not abar[2].any()  # rank n-2: the adjugate is zero
+    da = rng.standard_normal(a.shape)
+    _, ddet = ops.jvp("det", (a,), (da,))
+    np.testing.assert_allclose(
+        ddet, np.sum(cofactors(a) * da, axis=(-2, -1)), rtol=1e-10, atol=1e-12
+    )
+
+
+@pytest.mark.parametrize("op", ["lu_factor", "lu_solve", "solve_triangular"])
+def test_conformance_checks_on_cupy_13(standin, op):
+    """The kit's checks with CuPy 13's solve_triangular (one matrix per call) in every rule."""
+    kernels = cupy_13(standin)
+    ops = Ops(standin.ops.backend, standin.ops.device)
+    assert not kernels._batched_trsm and not ops.la.solve_triangular.__self__._batched_trsm
+    h = StandinHarness(ops)
+    failed = []
+    for shape in C.SHAPES[op]:
+        for check in (checks.check_forward, checks.check_jvp, checks.check_vjp):
+            result = check(h, op, shape, "float64", np.random.default_rng(26))
+            if not result.passed:
+                failed.append(result)
+    assert not failed, failed
+    assert "trsmBatched" not in standin.calls
 
 
 # -- the conformance checks, on both paths -----------------------------------------------

@@ -140,7 +140,7 @@ class Ops:
                 f"invad.{op}: expected {len(values)} cotangents "
                 f"({', '.join(rule.value_names)}), got {len(cts)}"
             )
-        fitted = []
+        fitted: list[Any] = []
         for name, v, ct, diff in zip(rule.value_names, values, cts, rule.differentiable):
             if ct is None or not diff:
                 fitted.append(None)

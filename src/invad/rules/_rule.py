@@ -85,7 +85,7 @@ class Primal:
     Python value. ``rule.residuals(*fields)`` rebuilds it.
     """
 
-    value: Array | tuple[Array, ...]
+    value: Any  # one array, or a tuple of them (several outputs)
     info: Array
     residuals: Any  # the rule's NamedTuple of arrays and ArrayMeta
 

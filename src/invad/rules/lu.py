@@ -34,7 +34,17 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ._linalg import Array, ArrayMeta, Factor, Linalg, cotangent_for, diagonal, first_zero, mH
+from ._linalg import (
+    Array,
+    ArrayMeta,
+    Factor,
+    Linalg,
+    Trans,
+    cotangent_for,
+    diagonal,
+    first_zero,
+    mH,
+)
 from ._rule import Contract, Param, Primal, Rule, check_dtype, check_flag, check_square
 from .solve import as_matrix_rhs, check_rhs, from_matrix_rhs
 
@@ -225,7 +235,7 @@ def _check_lu_solve(
     check_rhs(op, LU, b, left, "LU")
 
 
-def _core_trans(left: bool, adjoint: bool) -> str:
+def _core_trans(left: bool, adjoint: bool) -> Trans:
     """The left solve every case reduces to: with A ("N") or with A^H ("H")."""
     return "H" if adjoint == left else "N"
 

@@ -78,10 +78,10 @@ def _apply_inverse(
     """``A^-1 rhs`` (left) or ``rhs A^-1`` (right), with the factorization kept."""
     xp = la.xp
     if assume_a == "pos":  # Cholesky: A^-1 is Hermitian, rhs A^-1 = (A^-1 rhs^H)^H
-        factor = CholeskyFactor(res.a, res.lu, False)
+        cholesky = CholeskyFactor(res.a, res.lu, False)
         if left:
-            return la.cholesky_solve(factor, rhs)
-        return mH(xp, la.cholesky_solve(factor, mH(xp, rhs)))
+            return la.cholesky_solve(cholesky, rhs)
+        return mH(xp, la.cholesky_solve(cholesky, mH(xp, rhs)))
     factor = Factor(res.a, res.lu, res.pivots)
     if left:
         return la.lu_solve(factor, rhs, "N")

@@ -215,8 +215,10 @@ def unpack_lu(lu: np.ndarray, pivots: np.ndarray, base: int) -> np.ndarray:
     a = np.array(np.broadcast_to(a, lu.shape))
     for index in np.ndindex(*lu.shape[:-2]):
         for j in reversed(range(k)):  # P: the interchanges undone in reverse order
-            p = int(pivots[(*index, j)]) - base
-            a[(*index, j)], a[(*index, p)] = a[(*index, p)].copy(), a[(*index, j)].copy()
+            # Named, not written in the subscript: mypy reads `a[(*i, j)]` as 3.11's `a[*i, j]`.
+            row_j = (*index, j)
+            row_p = (*index, int(pivots[row_j]) - base)
+            a[row_j], a[row_p] = a[row_p].copy(), a[row_j].copy()
     return a
 
 
@@ -404,12 +406,12 @@ def check_vjp(
         op, put_primals, _structured(op, tuple(h.put(y) for y in ybars)), **shape.params
     )
     jvs = tuple(None if d is None else h.get(d) for d in values(op, tangent_out))
-    pairs_out = [(y, jv) for y, jv in zip(ybars, jvs) if y is not None]
+    pairs_out = [(y, jv) for y, jv in zip(ybars, jvs) if y is not None and jv is not None]
     pairs_in = [
         (h.get(xb), v) for xb, v in zip(xbars, tangents) if v is not None and xb is not None
     ]
-    lhs = sum(_inner(y, jv) for y, jv in pairs_out)
-    rhs = sum(_inner(xb, v) for xb, v in pairs_in)
+    lhs = sum((_inner(y, jv) for y, jv in pairs_out), 0.0)
+    rhs = sum((_inner(xb, v) for xb, v in pairs_in), 0.0)
     scale = sum(np.linalg.norm(y) * np.linalg.norm(jv) for y, jv in pairs_out) + sum(
         np.linalg.norm(xb) * np.linalg.norm(v) for xb, v in pairs_in
     )
@@ -624,8 +626,8 @@ def check_errors(h: Harness, op: str) -> Iterator[CheckResult]:
             return
 
         def propagates() -> None:
-            outs = values(op, fn(*(h.put(x) for x in (nan, *good[1:])), **params))
-            outs = [h.get(v) for v in outs if h.get(v).dtype.kind in "fc"]
+            results = values(op, fn(*(h.put(x) for x in (nan, *good[1:])), **params))
+            outs = [h.get(v) for v in results if h.get(v).dtype.kind in "fc"]
             # slogdet's sign of a NaN matrix may stay +-1 (LAPACK): some output must be NaN.
             if not any(np.isnan(o[0]).any() for o in outs) or any(
                 np.isnan(o[1:]).any() for o in outs

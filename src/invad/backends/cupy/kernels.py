@@ -1,20 +1,19 @@
-"""The CuPy backend: plain functions on NVIDIA GPUs, derivatives via ``ops.jvp/vjp``.
+"""The CuPy kernels: which CuPy routine runs where, and what it factors.
 
-CuPy has no AD engine, so, as for NumPy, the ops are the rules' functional
-ops. cupy is imported only in :meth:`CupyBackend.load`, which says which of
-the two requirements is missing: cupy itself (``ImportError``) or a CUDA
-device that cupy can see (``RuntimeError``). ``load`` binds the modules that
-the kernels use, ``cupy`` and ``cupyx``, to this module's globals; the
-kernels take them as parameters, so that tests without a GPU can run the same
-code on stand-ins (``tests/test_cupy_standin.py``: logic coverage only).
-
-What CuPy offers, read from its source (v13 and v14):
+What CuPy offers, read from its source (v13.0.0, v14.0 to v14.2, and the
+development branch, 15.0.0a1):
 
 - ``cupyx.scipy.linalg.lu_factor`` / ``lu_solve`` (cuSOLVER ``getrf`` /
-  ``getrs``) take one matrix, not a batch. ``lu_factor`` copies its input to
-  Fortran order, so it factors ``A`` itself; it returns 0-based pivots and
-  no ``info``, and warns on a zero pivot. ``lu_solve`` takes ``trans`` 0, 1
-  or 2 (``A``, ``A^T``, ``A^H``).
+  ``getrs``) take one matrix, not a batch. ``lu_factor`` takes an ``(m, n)``
+  matrix, square or not, and copies it to Fortran order, so it factors ``A``
+  itself; it returns ``min(m, n)`` 0-based int32 pivots and no ``info``, and
+  warns on a zero pivot. ``lu_solve`` takes ``trans`` 0, 1 or 2 (``A``,
+  ``A^T``, ``A^H``).
+- ``cupyx.scipy.linalg.solve_triangular`` (cuBLAS ``trsm``) reads one
+  triangle (``lower``, ``unit_diagonal``), takes ``trans`` ``'N'``, ``'T'``
+  or ``'C'``, and computes in ``a``'s dtype (``b`` is cast to it). CuPy 13
+  takes one matrix; CuPy 14 also a stack (``trsmBatched``), whose batch
+  dimensions must equal ``b``'s (no broadcasting).
 - ``cupy.linalg.solve`` on a stack of matrices with ``n`` at most
   ``cupy.cublas.get_batched_gesv_limit()`` (256 unless the user sets it) is
   one cuBLAS ``getrfBatched``/``getrsBatched`` call on a column-major copy
@@ -23,6 +22,11 @@ What CuPy offers, read from its source (v13 and v14):
   2-D case solves ``gesv(a.T, I)``, a stack goes C-ordered into the
   column-major ``getrfBatched``. Given ``A`` Fortran-ordered (2-D), or
   ``A^T`` as a view (a stack: ``inv(a.mT).mT``), it factors ``A``.
+- ``cupy.linalg.slogdet`` (and ``det``, ``sign * exp(logdet)``) factors a
+  C-ordered copy of its input as column-major, i.e. its transpose, with
+  ``getrfBatched`` (or cuSOLVER ``getrf`` per matrix for few large ones):
+  given ``a.mT`` it factors ``A``. It keeps no factor and returns sign 0,
+  logdet -inf where a pivot is zero.
 - These routines check for a zero pivot only under
   ``cupyx.errstate(linalg="raise")`` (thread-local), and then raise
   ``numpy.linalg.LinAlgError``; otherwise a singular matrix gives
@@ -40,7 +44,9 @@ call, so ``set_batched_gesv_limit`` moves both CuPy's and invad's cut-off:
   cuSOLVER ``getrf``'s for ``A``. ``inv`` of one matrix is
   ``cupy.linalg.inv`` on a Fortran-ordered ``A`` (cuSOLVER ``getrf`` of
   ``A``); of a stack above the limit, ``lu_factor`` and ``lu_solve`` per
-  matrix, as ``solve``.
+  matrix, as ``solve``. ``det`` and ``slogdet`` come from that LU (the
+  product of ``U``'s diagonal and the parity of the interchanges), the
+  factor kept for their derivatives.
 - stacks with ``n <= limit``: batched calls only. ``solve`` is one
   ``cupy.linalg.solve`` under ``errstate(linalg="raise")``; the "factor" kept
   is the matrix itself, and each derivative solve is one more batched
@@ -50,12 +56,22 @@ call, so ``set_batched_gesv_limit`` moves both CuPy's and invad's cut-off:
   ``A`` with one right-hand side decides whether ``getrf(A)`` meets a zero
   pivot: twice the factorization work of a left solve, in the forward only.
   An empty ``b`` makes that one check call. ``inv`` is
-  ``cupy.linalg.inv(a.mT).mT`` under ``errstate(linalg="raise")``.
-- where a batched call raises, some matrix is singular: the values are
-  computed again without the check (the other matrices' results are the
-  same as without the singular one), and ``info`` comes from invad's
-  portable LU (:func:`~invad.rules._linalg.portable_lu_factor`), vectorised
-  over the batch. Derivatives stay batched calls.
+  ``cupy.linalg.inv(a.mT).mT`` under ``errstate(linalg="raise")``. ``det``
+  and ``slogdet`` are one ``cupy.linalg.det(a.mT)`` / ``slogdet(a.mT)``;
+  their derivatives solve with ``A`` afresh, batched, as ``solve``'s.
+- where a batched call raises (or a determinant is zero), some matrix is
+  singular: the values are computed again without the check (the other
+  matrices' results are the same as without the singular one), and
+  ``info`` comes from invad's portable LU
+  (:func:`~invad.rules._linalg.portable_lu_factor`), vectorised over the
+  batch. Derivatives stay batched calls.
+- ``lu_factor`` (the op, square or rectangular) is ``lu_factor`` per matrix
+  on every path; ``lu_solve`` with a user's factor is ``lu_solve`` per
+  matrix. ``solve_triangular`` is one ``trsm`` for one matrix (every
+  right-hand side packed as columns), one ``trsmBatched`` for a stack on
+  CuPy 14 and later, a loop of ``trsm`` on CuPy 13. The row interchanges
+  (``permute_rows``) become a permutation on the host (one copy of the
+  pivots there) and one gather on the GPU.
 
 ``info`` and the errors. ``info`` is LAPACK ``getrf``'s for ``A`` itself,
 never for ``A^T``; ``inv``/``solve`` raise exactly where it is nonzero, and
@@ -71,37 +87,31 @@ compares ``|Re| + |Im|``, as LAPACK does.
 
 Nothing here is timed: no GPU was at hand when this was written, and the
 GPU path is tested only by ``tests/test_cupy.py`` on a machine with one.
-
-Devices. CuPy computes on its *current device* and refuses arrays that live
-on another one. Every op, and ``ops.jvp/vjp``, runs with its first input's
-device current (:meth:`CupyBackend.on_device_of`), so outputs stay next to
-their inputs. ``install(device=k)`` (an index,
-``"cuda:k"`` or a ``cupy.cuda.Device``) says where arrays that the backend
-creates (``from_numpy``) go; the default is the current device.
 """
 
 from __future__ import annotations
 
-import functools
+import math
 import re
 import warnings
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
-import array_api_compat
 import numpy as np
 
-from ..backend import ZERO_PIVOT, Backend
-from ..hookspecs import hookimpl
-from ..rules import Factor, Linalg, Rule
-from ..rules._linalg import Trans, broadcast_batch, portable_lu_factor
+from ...rules import Factor
+from ...rules._linalg import (
+    Trans,
+    broadcast_batch,
+    det_of_lu,
+    portable_lu_factor,
+    slogdet_of_lu,
+)
 
 _TRANS = {"N": 0, "T": 1, "H": 2}
-
-# The modules the kernels use, bound by CupyBackend.load().
-_cupy: Any = None
-_cupyx: Any = None
+#: cupyx.scipy.linalg.solve_triangular's ``trans`` for op(T) = T, T^T, T^H.
+_TRSM_TRANS = {"N": "N", "T": "T", "H": "C"}
 
 
 def _op(a: Any, trans: Trans) -> Any:
@@ -147,12 +157,34 @@ def _getrf_info(cupy: Any, lu: Any) -> Any:
     return cupy.where(zero.any(axis=-1), first, 0).astype(cupy.int32)
 
 
-class CupyKernels:
-    """``lu_factor``, ``lu_solve``, ``solve`` and ``inv`` over CuPy arrays (module docstring).
+def _permutation(pivots: np.ndarray, m: int, inverse: bool) -> np.ndarray:
+    """On the host: the row order of ``P^T x`` (LAPACK's interchanges ``pivots``, 0-based,
+    applied in order to the rows ``0..m-1``), or of ``P x``: ``(*pivots.shape[:-1], m)``."""
+    batch, k = pivots.shape[:-1], pivots.shape[-1]
+    count = math.prod(batch)
+    flat = pivots.reshape(count, k).astype(np.intp)
+    perm = np.tile(np.arange(m), (count, 1))
+    rows = np.arange(count)
+    for j in range(k):  # one swap per step, over the whole batch at once
+        p = flat[:, j]
+        swapped = perm[rows, p]
+        perm[rows, p] = perm[rows, j]
+        perm[rows, j] = swapped
+    if inverse:
+        perm = np.argsort(perm, axis=-1)
+    return perm.reshape(*batch, m)
 
-    ``xp`` is the array API namespace (for the portable LU), ``cupy`` and
-    ``cupyx`` the modules (or stand-ins with the same attributes).
+
+class CupyKernels:
+    """The LU-family kernels over CuPy arrays (module docstring).
+
+    ``xp`` is the array API namespace (for the portable LU and the
+    determinants of a kept factor), ``cupy`` and ``cupyx`` the modules (or
+    stand-ins with the same attributes).
     """
+
+    #: cupyx.scipy.linalg.lu_factor's pivots are 0-based, as SciPy's.
+    pivot_base = 0
 
     def __init__(self, xp: Any, cupy: Any, cupyx: Any) -> None:
         self._xp = xp
@@ -160,6 +192,7 @@ class CupyKernels:
         self._cupyx = cupyx
         linalg = cupyx.scipy.linalg
         self._lu_solve = linalg.lu_solve
+        self._trsm = linalg.solve_triangular
         # cupyx's lu_factor is `return _lu_factor(a, overwrite_a, check_finite)`; calling
         # _lu_factor directly puts this module at the warning's stack level (see above).
         # Should a CuPy release drop it, the public lu_factor's warning goes through.
@@ -167,6 +200,9 @@ class CupyKernels:
         self._getrf: Callable[[Any, bool, bool], tuple[Any, Any]] = (
             private if callable(private) else linalg.lu_factor
         )
+        # CuPy 14 added stacks of matrices to solve_triangular (trsmBatched).
+        major = re.match(r"\d+", str(getattr(cupy, "__version__", "")))
+        self._batched_trsm = major is not None and int(major.group()) >= 14
 
     # -- routing ------------------------------------------------------------------
 
@@ -188,12 +224,13 @@ class CupyKernels:
     # -- one matrix at a time: cuSOLVER getrf / getrs ---------------------------------
 
     def lu_factor(self, a: Any) -> tuple[Factor, Any]:
-        """cuSOLVER ``getrf`` of each matrix ``A`` of the batch; ``info`` from ``U``'s diagonal."""
+        """cuSOLVER ``getrf`` of each ``(m, n)`` matrix ``A`` of the batch; ``info`` from
+        ``U``'s diagonal."""
         cupy = self._cupy
-        batch, n = a.shape[:-2], a.shape[-1]
+        batch, (m, n) = a.shape[:-2], a.shape[-2:]
         # Each factor column-major, as cuSOLVER stores it, so lu_solve need not copy it.
-        lu = cupy.empty((*batch, n, n), dtype=a.dtype).swapaxes(-1, -2)
-        piv = cupy.empty((*batch, n), dtype=cupy.int32)
+        lu = cupy.empty((*batch, n, m), dtype=a.dtype).swapaxes(-1, -2)
+        piv = cupy.empty((*batch, min(m, n)), dtype=cupy.int32)
         if a.size:
             getrf = self._getrf
             _quiet_zero_pivots()
@@ -228,6 +265,85 @@ class CupyKernels:
             for i in np.ndindex(*batch):
                 x[i] = lu_solve((lu[i], piv[i]), b[i], trans=code, check_finite=False)
         return x
+
+    # -- triangular solves and row interchanges ----------------------------------------
+
+    def solve_triangular(
+        self, t: Any, b: Any, upper: bool, trans: Trans = "N", unit: bool = False
+    ) -> Any:
+        """``op(T)^-1 b`` reading one triangle of ``t``: cuBLAS ``trsm`` (module docstring)."""
+        cupy = self._cupy
+        n = t.shape[-1]
+        dtype = cupy.result_type(t.dtype, b.dtype)
+        batch = broadcast_batch(tuple(t.shape[:-2]), tuple(b.shape[:-2]))
+        if b.size == 0 or t.size == 0:
+            return cupy.zeros((*batch, *b.shape[-2:]), dtype=dtype)
+        # cupyx computes in t's dtype and casts b to it: both in the common dtype first.
+        t = t.astype(dtype, copy=False)
+        b = b.astype(dtype, copy=False)
+        trsm = self._trsm
+        kw = {"trans": _TRSM_TRANS[trans], "lower": not upper, "unit_diagonal": unit}
+        if t.ndim == 2:  # one matrix: every right-hand side of the batch in one call
+            cols = cupy.moveaxis(b, -2, 0).reshape(n, -1)
+            x = trsm(t, cols, **kw)
+            return cupy.moveaxis(x.reshape(n, *b.shape[:-2], b.shape[-1]), 0, -2)
+        t = cupy.broadcast_to(t, (*batch, n, n))
+        b = cupy.broadcast_to(b, (*batch, *b.shape[-2:]))
+        if self._batched_trsm:  # batch dimensions equal, as trsmBatched needs them
+            return trsm(t, b, **kw)
+        x = cupy.empty(b.shape, dtype=dtype)
+        for i in np.ndindex(*batch):
+            x[i] = trsm(t[i], b[i], **kw)
+        return x
+
+    def permute_rows(self, pivots: Any, x: Any, inverse: bool = False) -> Any:
+        """``P^T x`` (LAPACK's row interchanges in order), or ``P x``: a permutation made on
+        the host from the pivots (one copy there), then one gather on the GPU."""
+        cupy = self._cupy
+        m = x.shape[-2]
+        index = cupy.asarray(_permutation(np.asarray(cupy.asnumpy(pivots)), m, inverse))
+        if pivots.ndim == 1:  # one permutation for every matrix of x
+            return x[..., index, :]
+        batch = broadcast_batch(tuple(pivots.shape[:-1]), tuple(x.shape[:-2]))
+        x = cupy.broadcast_to(x, (*batch, *x.shape[-2:]))
+        index = index.reshape((1,) * (len(batch) + 1 - index.ndim) + index.shape)
+        return cupy.take_along_axis(x, index[..., :, None], axis=-2)
+
+    # -- determinants -------------------------------------------------------------------
+
+    def slogdet(self, a: Any) -> tuple[Factor, Any, Any, Any]:
+        """Per-matrix path: from ``lu_factor`` (kept). Batched: ``cupy.linalg.slogdet(a.mT)``
+        (``getrfBatched`` of ``A``), no factor kept."""
+        cupy = self._cupy
+        if not self._batched(a):
+            factor, info = self.lu_factor(a)
+            sign, logabsdet = slogdet_of_lu(self._xp, factor, self.pivot_base)
+            # Where U[k-1, k-1] == 0, what getrf leaves below it does not matter (as
+            # cupy.linalg.slogdet, which reads info too): sign 0, logabsdet -inf.
+            singular = info > 0
+            sign = cupy.where(singular, cupy.zeros_like(sign), sign)
+            logabsdet = cupy.where(singular, -cupy.inf, logabsdet).astype(logabsdet.dtype)
+            return factor, sign, logabsdet, info
+        with self._linalg_errors(check=False):
+            sign, logabsdet = cupy.linalg.slogdet(a.swapaxes(-1, -2))
+        return Factor(a, None, None), sign, logabsdet, self._info_where(a, sign == 0)
+
+    def det(self, a: Any) -> tuple[Factor, Any, Any]:
+        """As :meth:`slogdet`: ``det(P) prod(diag(U))``, or ``cupy.linalg.det(a.mT)``."""
+        cupy = self._cupy
+        if not self._batched(a):
+            factor, info = self.lu_factor(a)
+            det = det_of_lu(self._xp, factor, self.pivot_base)
+            return factor, cupy.where(info > 0, cupy.zeros_like(det), det), info
+        with self._linalg_errors(check=False):
+            det = cupy.linalg.det(a.swapaxes(-1, -2))
+        return Factor(a, None, None), det, self._info_where(a, det == 0)
+
+    def _info_where(self, a: Any, zero: Any) -> Any:
+        """``info`` where a batched determinant came out zero (one reduction and one sync)."""
+        if a.size == 0 or not bool(zero.any()):
+            return self._cupy.zeros(a.shape[:-2], dtype=self._cupy.int32)
+        return self._portable_info(a)
 
     # -- stacks of small matrices: cuBLAS batched calls ------------------------------
 
@@ -307,138 +423,3 @@ class CupyKernels:
             factor, info = self.lu_factor(a)
             return self.lu_solve(factor, cupy.eye(n, dtype=a.dtype), "N"), info
         return inverse(check=False), self._portable_info(a)
-
-
-class CupyBackend(Backend):
-    name = "cupy"
-    array_type = "cupy.ndarray"
-    native_ad = False
-
-    def __init__(self) -> None:
-        self._device_count = 0
-        self._devices: dict[int, Any] = {}  # one cupy.cuda.Device per id: stable install keys
-
-    def load(self) -> None:
-        global _cupy, _cupyx
-        try:
-            import cupy
-        except ModuleNotFoundError as exc:
-            if exc.name not in ("cupy", None):
-                raise ImportError(f"cupy is installed but cannot be imported: {exc}") from exc
-            raise ImportError(
-                "cupy is not installed (No module named 'cupy'); pip install 'invad[cupy]'"
-            ) from exc
-        except ImportError as exc:
-            raise ImportError(f"cupy is installed but cannot be imported: {exc}") from exc
-        version = getattr(cupy, "__version__", "?")
-        try:
-            count = int(cupy.cuda.runtime.getDeviceCount())
-        except Exception as exc:  # CUDARuntimeError: no driver, no device
-            raise RuntimeError(
-                f"cupy {version} is installed but no CUDA device is visible ({exc})"
-            ) from exc
-        if count < 1:
-            raise RuntimeError(
-                f"cupy {version} is installed but no CUDA device is visible "
-                "(cupy.cuda.runtime.getDeviceCount() == 0)"
-            )
-        import array_api_compat.cupy  # noqa: F401  (the namespace)
-        import cupy.cublas  # get_batched_gesv_limit: `import cupy` does not import it
-        import cupyx
-        import cupyx.scipy.linalg  # the kernels
-
-        self._device_count = count
-        _cupy, _cupyx = cupy, cupyx
-
-    def version(self) -> str | None:
-        return str(_cupy.__version__)
-
-    def owns(self, x: Any) -> bool:
-        return bool(array_api_compat.is_cupy_array(x))
-
-    def namespace(self) -> Any:
-        import array_api_compat.cupy
-
-        return array_api_compat.cupy
-
-    @property
-    def linalg_error(self) -> type[Exception]:
-        return np.linalg.LinAlgError  # what cupy.linalg raises too
-
-    # -- devices --------------------------------------------------------------
-
-    def devices(self) -> Sequence[str]:
-        return tuple(f"cuda:{k}" for k in range(self._device_count))
-
-    def _device(self, k: int) -> Any:
-        device = self._devices.get(k)
-        if device is None:
-            device = self._devices[k] = _cupy.cuda.Device(k)
-        return device
-
-    def resolve_device(self, device: Any) -> Any:
-        """``None`` (the current device), an index ``k``, ``"cuda:k"`` or a ``cupy.cuda.Device``."""
-        cupy = _cupy
-        k: int | None = None
-        if device is None:
-            k = cupy.cuda.Device().id  # no argument: the current device
-        elif isinstance(device, cupy.cuda.Device):
-            k = device.id
-        elif isinstance(device, (int, np.integer)) and not isinstance(device, bool):
-            k = int(device)
-        elif isinstance(device, str):
-            match = re.fullmatch(r"cuda(?::(\d+))?", device.strip())
-            if match:
-                k = int(match.group(1)) if match.group(1) else cupy.cuda.Device().id
-        if k is None or not 0 <= k < self._device_count:
-            raise ValueError(
-                f"backend 'cupy' has no device {device!r}; devices are {', '.join(self.devices())}"
-            )
-        return self._device(k)
-
-    def device_of(self, x: Any) -> Any:
-        """``"cuda:k"`` for a CuPy array on GPU ``k``; other arrays: their device (NumPy: cpu)."""
-        if array_api_compat.is_cupy_array(x):
-            return f"cuda:{x.device.id}"
-        return array_api_compat.device(x)
-
-    def on_device_of(self, x: Any) -> AbstractContextManager[Any]:
-        """``with cupy.cuda.Device(k)`` for an array on GPU ``k``: CuPy computes on the current."""
-        if array_api_compat.is_cupy_array(x):
-            return _cupy.cuda.Device(x.device.id)  # a fresh Device: its own context stack
-        return nullcontext()
-
-    def kernels(self, device: Any) -> CupyKernels:
-        return CupyKernels(self.namespace(), _cupy, _cupyx)
-
-    def raise_if_singular(
-        self, op: str, shape: tuple[int, ...], info: Any, what: str = ZERO_PIVOT
-    ) -> None:
-        if info.size and bool(info.any()):  # one reduction and one sync in the common case
-            super().raise_if_singular(op, shape, info, what)
-
-    def native_op(
-        self, rule: Rule, la: Linalg, functional: Callable[..., Any]
-    ) -> Callable[..., Any]:
-        """No AD engine: the functional op, run with its first input's device current."""
-        first = rule.contract.inputs[0]
-        on_device_of = self.on_device_of
-
-        @functools.wraps(functional)
-        def op(*args: Any, **kwargs: Any) -> Any:
-            with on_device_of(args[0] if args else kwargs.get(first)):
-                return functional(*args, **kwargs)
-
-        return op
-
-    def to_numpy(self, x: Any) -> Any:
-        return _cupy.asnumpy(x)
-
-    def from_numpy(self, x: Any, device: Any) -> Any:
-        with _cupy.cuda.Device(device):
-            return _cupy.asarray(np.asarray(x))
-
-
-@hookimpl
-def invad_backends() -> list[Backend]:
-    return [CupyBackend()]
