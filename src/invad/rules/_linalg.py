@@ -192,7 +192,7 @@ class Linalg:
             det=pick("det", lu_det),
             cholesky=pick("cholesky", lambda a, upper: portable_cholesky(xp, a, upper)),
             cholesky_solve=pick(
-                "cholesky_solve", lambda f, b: portable_cholesky_solve(la_st, f, b)
+                "cholesky_solve", lambda f, b: portable_cholesky_solve(xp, f, b, la_st)
             ),
             if_any=pick(
                 "if_any", lambda mask, then, otherwise: portable_if_any(xp, mask, then, otherwise)
