@@ -29,6 +29,7 @@ TORCH_PIN = ("-c", "constraints/torch.txt")
 
 #: The tests every backend's session runs on its backend (tests-numpy runs all of tests/).
 EVERY_BACKEND = (
+    "tests/test_cholesky.py",
     "tests/test_lu_family.py",
     "tests/test_singular.py",
     "tests/test_tensorsolve.py",

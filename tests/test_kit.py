@@ -81,7 +81,8 @@ def test_invad_check_says_in_one_line_what_it_did_not_run(narrow, capsys):
     skipped = [line for line in out.splitlines() if line.startswith("not run:")]
     assert len(skipped) == 1 and HINT in skipped[0]
     assert "float64 and complex128" in skipped[0]
-    assert "FAILED" not in out and len(out.splitlines()) < 20
+    # The table (a line per op, a header, the summary) and that one line: never a line per case.
+    assert "FAILED" not in out and len(out.splitlines()) <= len(checks.RULES) + 6
 
 
 def test_the_kit_on_jax_without_64_bit_mode():

@@ -122,6 +122,9 @@ lu_solve = _dispatching("lu_solve")
 solve_triangular = _dispatching("solve_triangular")
 det = _dispatching("det")
 slogdet = _dispatching("slogdet")
+cholesky = _dispatching("cholesky")
+cholesky_ex = _dispatching("cholesky_ex")
+cholesky_solve = _dispatching("cholesky_solve")
 
 __all__ = [
     "Backend",
@@ -130,6 +133,9 @@ __all__ = [
     "Contract",
     "Ops",
     "backends",
+    "cholesky",
+    "cholesky_ex",
+    "cholesky_solve",
     "det",
     "install",
     "inv",

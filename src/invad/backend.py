@@ -139,9 +139,9 @@ class Backend:
         """Raise :attr:`linalg_error` if ``info`` flags a singular matrix.
 
         The message names the op, the shape and the first singular batch
-        index, and says what ``info = k`` means (``what``, the rule's
-        ``Contract.zero_pivot``, with ``{k}`` for ``k - 1``). Does nothing where
-        :attr:`raises_on_singular` is false.
+        index, and says what ``info = k`` means: ``what`` is the rule's
+        ``Rule.zero_pivot(params)``, a format string (see ``ZERO_PIVOT``).
+        Does nothing where :attr:`raises_on_singular` is false.
         """
         if not self.raises_on_singular:
             return
@@ -208,12 +208,10 @@ class Backend:
 def singular_message(
     op: str, shape: tuple[int, ...], index: tuple[int, ...], k: int, what: str = ZERO_PIVOT
 ) -> str:
-    """The singular-matrix error's message: the op, the batch index (none for one matrix),
-    the input shape, and what ``info = k`` means (``what``, with ``{k}`` for ``k - 1``)."""
+    """The singular-matrix error's message for ``info = k`` at batch ``index`` (none for one
+    matrix): ``what`` (the rule's ``Rule.zero_pivot(params)``, see ``ZERO_PIVOT``) formatted."""
     where = f" at batch index {index}" if index else ""
-    return f"invad.{op}: singular matrix{where} (input shape {tuple(shape)}): " + what.format(
-        k=k - 1
-    )
+    return f"invad.{op}: " + what.format(where=where, shape=tuple(shape), k=k - 1, order=k)
 
 
 class PortableKernels:

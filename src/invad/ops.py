@@ -31,6 +31,9 @@ class Ops:
     solve_triangular: Callable[..., Array]
     det: Callable[..., Array]
     slogdet: Callable[..., tuple[Array, Array]]
+    cholesky: Callable[..., Array]
+    cholesky_ex: Callable[..., tuple[Array, Array]]
+    cholesky_solve: Callable[..., Array]
 
     def __init__(self, backend: Backend, device: Any) -> None:
         self.backend = backend
@@ -227,7 +230,7 @@ def checked_primal(
     primal = rule.primal(la, *args, **params)
     if rule.raises and not rule.returns_info:
         backend.raise_if_singular(
-            rule.name, tuple(args[0].shape), primal.info, rule.contract.zero_pivot
+            rule.name, tuple(args[0].shape), primal.info, rule.zero_pivot(params)
         )
     return primal
 

@@ -272,6 +272,24 @@ def forward_error(
             n = a.shape[-1]
             t = np.where(np.eye(n, dtype=bool), 1, t)
         return reconstruction_error("solve", (t, b), outs[0], {"left": params.get("left", True)})
+    if op in ("cholesky", "cholesky_ex"):
+        (c,) = outs[:1]
+        a = np.asarray(primals[0], np.complex128)
+        c = np.asarray(c, np.complex128)
+        upper = params.get("upper", False)
+        rebuilt = (
+            np.conj(np.swapaxes(c, -1, -2)) @ c if upper else c @ np.conj(np.swapaxes(c, -1, -2))
+        )
+        triangle = np.triu(c) if upper else np.tril(c)
+        diag = np.diagonal(c, axis1=-2, axis2=-1)
+        if not np.array_equal(triangle, c) or (diag.size and not (diag.real > 0).all()):
+            return math.inf  # not triangular, or not the factor with a positive diagonal
+        return _ratio(_max(rebuilt - a), _max(a) + 1)
+    if op == "cholesky_solve":
+        c, b = (np.asarray(v, np.complex128) for v in primals)
+        ch = np.conj(np.swapaxes(c, -1, -2))
+        a = ch @ c if params.get("upper", False) else c @ ch
+        return reconstruction_error("solve", (a, b), outs[0], {})
     if op == "det":
         ref = np.linalg.det(primals[0].astype(WIDE[str(primals[0].dtype)]))
         return _relative(np.asarray(outs[0], ref.dtype), ref)
@@ -282,12 +300,22 @@ def forward_error(
 
 
 def _tangents(
-    op: str, primals: tuple[np.ndarray, ...], dtype: str, rng: np.random.Generator
+    op: str,
+    primals: tuple[np.ndarray, ...],
+    dtype: str,
+    rng: np.random.Generator,
+    params: dict[str, Any],
 ) -> tuple[np.ndarray | None, ...]:
-    """Random tangents for the floating inputs, ``None`` for the integer ones (pivots)."""
+    """Random tangents for the floating inputs (Hermitian for a Hermitian input), ``None``
+    for the integer ones (pivots)."""
+    hermitian = C.hermitian_inputs(op, params)
     return tuple(
-        None if integer else C.random_array(rng, x.shape, dtype)
-        for x, integer in zip(primals, RULES[op].integer)
+        None
+        if integer
+        else C.hermitian(C.random_array(rng, x.shape, dtype))
+        if i in hermitian
+        else C.random_array(rng, x.shape, dtype)
+        for i, (x, integer) in enumerate(zip(primals, RULES[op].integer))
     )
 
 
@@ -330,7 +358,7 @@ def check_jvp(
 ) -> CheckResult:
     """JVP against central finite differences of the op at double precision."""
     primals = h.inputs(op, shape, dtype, rng)
-    tangents = _tangents(op, primals, dtype, rng)
+    tangents = _tangents(op, primals, dtype, rng, shape.params)
     _, tangent_out = h.ops.jvp(
         op, tuple(h.put(x) for x in primals), tuple(h.put(t) for t in tangents), **shape.params
     )
@@ -366,7 +394,7 @@ def check_vjp(
     """The dot-product test <ybar, J v> = <J* ybar, v> under Re tr(X^H Y)."""
     rule = RULES[op]
     primals = h.inputs(op, shape, dtype, rng)
-    tangents = _tangents(op, primals, dtype, rng)
+    tangents = _tangents(op, primals, dtype, rng, shape.params)
     put_primals = tuple(h.put(x) for x in primals)
     out, tangent_out = h.ops.jvp(op, put_primals, tuple(h.put(t) for t in tangents), **shape.params)
     outs = tuple(h.get(v) for v in values(op, out))
@@ -438,7 +466,7 @@ def check_native(
     if not h.backend.native_ad:
         return
     primals = h.inputs(op, shape, dtype, rng)
-    tangents = _tangents(op, primals, dtype, rng)
+    tangents = _tangents(op, primals, dtype, rng, shape.params)
     put_primals = tuple(h.put(x) for x in primals)
     put_tangents = tuple(h.put(t) for t in tangents)
     fn, floats, diffs = native_function(h, op, put_primals, shape.params)
@@ -535,8 +563,22 @@ def _expect(
 
 #: Ops that take a square matrix (or factor) first; the ones among them that raise on a
 #: singular one (their ``_ex`` twins report it in ``info``).
-_SQUARE = ("inv", "inv_ex", "solve", "solve_ex", "lu_solve", "solve_triangular", "det", "slogdet")
-_RHS = ("solve", "solve_ex", "lu_solve", "solve_triangular")
+_SQUARE = (
+    "inv",
+    "inv_ex",
+    "solve",
+    "solve_ex",
+    "lu_solve",
+    "solve_triangular",
+    "det",
+    "slogdet",
+    "cholesky",
+    "cholesky_ex",
+    "cholesky_solve",
+)
+_RHS = ("solve", "solve_ex", "lu_solve", "solve_triangular", "cholesky_solve")
+#: Ops whose factorization flags NaN as LAPACK's potrf does (info > 0): they raise on it.
+_NAN_FLAGGED = ("cholesky",)
 
 
 def check_errors(h: Harness, op: str) -> Iterator[CheckResult]:
@@ -582,6 +624,11 @@ def check_errors(h: Harness, op: str) -> Iterator[CheckResult]:
             yield _expect(op, "singular raises", computed, h.backend.linalg_error, (op, "(1,)"))
         nan = good[0].copy()
         nan[0, 0, 0] = np.nan
+        if op in _NAN_FLAGGED and h.backend.raises_on_singular:
+            yield _expect(
+                op, "NaN raises", call(nan, *good[1:]), h.backend.linalg_error, (op, "(0,)")
+            )
+            return
 
         def propagates() -> None:
             results = values(op, fn(*(h.put(x) for x in (nan, *good[1:])), **params))
@@ -604,6 +651,14 @@ def check_errors(h: Harness, op: str) -> Iterator[CheckResult]:
             call(*head, np.ones((3, 3, 2))),
             ValueError,
             (op, "broadcast"),
+        )
+    if op in ("solve", "solve_ex"):
+        yield _expect(
+            op,
+            "assume_a not accepted",
+            call(*good, assume_a="sym"),
+            ValueError,
+            (op, "assume_a", "'gen', 'pos'"),
         )
     if op == "lu_solve":
         lu, pivots, b = good

@@ -81,7 +81,7 @@ def forward(where: Any, *blocks: Any, op: str, params: dict[str, Any], singular:
     with ops.backend.on_device_of(blocks[0]):
         primal = rule.primal(ops.la, *blocks, **params)
     if singular is not None:
-        raise_if_singular(ops, op, primal.info, where, singular, rule.contract.zero_pivot)
+        raise_if_singular(ops, op, primal.info, where, singular, rule.zero_pivot(params))
     outputs = rule.values(primal)
     if rule.returns_info:
         outputs = (*outputs, primal.info)
