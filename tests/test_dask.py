@@ -140,7 +140,10 @@ BIG: dict[str, tuple[C.Shape, ...]] = {
         C.Shape("big-broadcast", ((3, 1, 4, 4), (3, 40, 4, 2))),
         C.Shape("big-right-vector", ((3, 40, 4, 4), (4,)), {"left": False}),
     ),
-    "solve_ex": (C.Shape("big-b-broadcast", ((3, 40, 4, 4), (4, 2))),),
+    "solve_ex": (
+        C.Shape("big-b-broadcast", ((3, 40, 4, 4), (4, 2))),
+        C.Shape("big-pos", ((3, 40, 4, 4), (40, 4, 2)), {"assume_a": "pos"}),
+    ),
     "tensorinv": (C.Shape("big", ((4, 6, 8, 3),), {"ind": 2}),),
     "tensorsolve": (C.Shape("big", ((2, 3, 2, 3), (2, 3))),),
     "lu_factor": (C.Shape("big-tall", ((3, 40, 5, 3),)),),
@@ -151,6 +154,9 @@ BIG: dict[str, tuple[C.Shape, ...]] = {
     ),
     "det": (C.Shape("big", ((3, 40, 4, 4),)),),
     "slogdet": (C.Shape("big", ((3, 40, 4, 4),)),),
+    "cholesky": (C.Shape("big", ((3, 40, 4, 4),)),),
+    "cholesky_ex": (C.Shape("big-upper", ((40, 3, 4, 4),), {"upper": True}),),
+    "cholesky_solve": (C.Shape("big-broadcast", ((3, 1, 4, 4), (3, 40, 4, 2))),),
 }
 
 #: On the cluster: every op's larger batches. In this process (the synchronous scheduler,
