@@ -22,6 +22,7 @@ nox.options.sessions = [
     "tests-jax",
     "tests-cupy",
     "tests-dask",
+    "examples",
     "docs",
 ]
 
@@ -192,6 +193,14 @@ def tests_dask(session: nox.Session) -> None:
         "oracle",
         env=one_thread,
     )
+
+
+@nox.session
+def examples(session: nox.Session) -> None:
+    """The workloads of docs/examples/ (GP regression, implicit differentiation), which run on
+    torch, JAX and NumPy side by side: each script runs and what it prints is checked."""
+    session.install(*TORCH_PIN, ".[test,torch,jax]", "matplotlib")
+    session.run("pytest", "tests/test_examples.py", *session.posargs)
 
 
 @nox.session
