@@ -21,6 +21,7 @@ nox.options.sessions = [
     "tests-torch",
     "tests-jax",
     "tests-cupy",
+    "examples",
     "docs",
 ]
 
@@ -160,6 +161,14 @@ def tests_cupy(session: nox.Session) -> None:
         session, "cupy", "tests/test_cupy.py", "tests/test_devices.py", CODE_BLOCKS, *EVERY_BACKEND
     )
     conformance(session, "cupy")
+
+
+@nox.session
+def examples(session: nox.Session) -> None:
+    """The workloads of docs/examples/ (GP regression, implicit differentiation), which run on
+    torch, JAX and NumPy side by side: each script runs and what it prints is checked."""
+    session.install(*TORCH_PIN, ".[test,torch,jax]", "matplotlib")
+    session.run("pytest", "tests/test_examples.py", *session.posargs)
 
 
 @nox.session
