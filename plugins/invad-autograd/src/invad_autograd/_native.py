@@ -18,10 +18,10 @@ autograd can trace. So the rules' ``jvp`` and ``vjp`` run on a
 
 - :data:`NAMESPACE` (:mod:`._namespace`), the array-API functions the rules
   call, as autograd.numpy functions;
-- kernel primitives (:mod:`._kernels`), each computed by the backend's own kernel and
-  differentiated by one of invad's rules on the same Linalg, so that every
-  order is differentiable and the rules stay the only place with derivative
-  formulas:
+- kernel primitives (:mod:`._kernels`), each computed by the backend's own
+  kernel and differentiated by one of invad's rules on the same Linalg, so
+  that every order is differentiable and the rules stay the only place with
+  derivative formulas:
 
   ============================  ==============================================
   kernel                        primitive, differentiated by the rule
@@ -44,11 +44,18 @@ autograd can trace. So the rules' ``jvp`` and ``vjp`` run on a
 Residuals
 ---------
 At first order (inputs not boxed) the residuals of the forward run are used
-as they are: the VJP of ``solve`` reuses the forward LU (or Cholesky) factorization. At
-higher order they must be differentiable functions of the boxed inputs, so
-the rule's ``primal`` runs again on the boxes with the differentiable Linalg,
-whose kernels replay the results recorded in the forward run: nothing is
-factored again.
+as they are: the VJP of ``solve`` reuses the forward LU (or Cholesky)
+factorization. At higher order they must be differentiable functions of the
+boxed inputs, so the rule's ``primal`` runs again on the boxes with the
+differentiable Linalg, whose kernels replay the results recorded in the
+forward run: nothing is factored again.
+
+The Cholesky family's Hermitian inputs (``cholesky``'s ``a``, ``solve``'s
+with ``assume_a="pos"``) are differentiated as the rules say, at every
+order: a tangent counts by its Hermitian part, a cotangent is Hermitian. A
+primitive solving with ``A``'s Cholesky factor is differentiated in ``A``
+by the solve rule (``assume_a="pos"``, whose residuals carry no pivots), as
+one solving with its LU factor is by the general solve rule.
 
 Convention
 ----------
