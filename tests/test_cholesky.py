@@ -25,10 +25,14 @@ def h(request: pytest.FixtureRequest) -> Harness:
     return Harness(request.param)
 
 
+def _unread(n: int, upper: bool) -> np.ndarray:
+    """The strict triangle that an op reading the lower one (upper, if ``upper``) must not read."""
+    return np.tril(np.ones((n, n), bool), -1) if upper else np.triu(np.ones((n, n), bool), 1)
+
+
 def _junk_elsewhere(a: np.ndarray, upper: bool, rng: np.random.Generator) -> np.ndarray:
     """``a`` with the triangle the op must not read (strictly) replaced by junk."""
-    n = a.shape[-1]
-    unread = np.tril(np.ones((n, n), bool), -1) if upper else np.triu(np.ones((n, n), bool), 1)
+    unread = _unread(a.shape[-1], upper)
     return np.where(unread, 1e3 * C.random_array(rng, a.shape, str(a.dtype)), a)
 
 
@@ -56,6 +60,36 @@ def test_cholesky_reads_one_triangle_and_its_cotangent_is_hermitian(h, upper, dt
     minus = np.linalg.cholesky(a - step * da)
     fd = (plus - minus) / (2 * step)
     np.testing.assert_allclose(dc, np.conj(np.swapaxes(fd, -1, -2)) if upper else fd, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "complex128"])
+@pytest.mark.parametrize("upper", [False, True])
+def test_cholesky_solve_reads_one_triangle_of_the_factor(h, upper, dtype):
+    """Junk in the other triangle of ``c`` changes neither ``x`` nor its derivatives (the
+    derivatives use ``L``, not ``c``), and ``c``'s cotangent is zero there."""
+    rng = np.random.default_rng(14)
+    lower = np.linalg.cholesky(C.positive_definite(rng, (2,), 4, dtype))
+    c = np.conj(np.swapaxes(lower, -1, -2)) if upper else lower
+    b = C.random_array(rng, (2, 4, 3), dtype)
+    dc, db, xbar = (C.random_array(rng, s, dtype) for s in (c.shape, b.shape, b.shape))
+    results = []
+    for m in (c, _junk_elsewhere(c, upper, rng)):
+        primals = (h.put(m), h.put(b))
+        x, dx = h.ops.jvp("cholesky_solve", primals, (h.put(dc), h.put(db)), upper=upper)
+        _, (cbar, bbar) = h.ops.vjp("cholesky_solve", primals, h.put(xbar), upper=upper)
+        results.append([h.get(v) for v in (x, dx, cbar, bbar)])
+    for first, second in zip(*results):
+        np.testing.assert_allclose(second, first, rtol=1e-12, atol=1e-12)
+    x, dx, cbar, _ = results[0]
+    np.testing.assert_allclose(x, np.linalg.solve(lower @ np.conj(lower.swapaxes(-1, -2)), b))
+    assert not cbar[..., _unread(4, upper)].any()
+    # dx against central differences (the tangent of c counts by its read triangle)
+    step = 1e-6
+    fd = (
+        h.get(h.ops.cholesky_solve(h.put(c + step * dc), h.put(b + step * db), upper=upper))
+        - h.get(h.ops.cholesky_solve(h.put(c - step * dc), h.put(b - step * db), upper=upper))
+    ) / (2 * step)
+    np.testing.assert_allclose(dx, fd, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "complex128"])

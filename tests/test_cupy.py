@@ -1,4 +1,4 @@
-"""The CuPy backend's own paths: devices, singular errors, LU reuse.
+"""The CuPy backend's own paths: devices, singular errors, LU reuse, the Cholesky family.
 
 The conformance suite runs on it with ``INVAD_TEST_BACKENDS=cupy`` (nox
 session ``tests-cupy``). The tests here that need a GPU take the ``cupy``
@@ -19,7 +19,7 @@ import invad
 from invad.backends import cupy as cupy_backend
 from invad.ops import Ops
 from invad.testing import Harness, checks
-from invad.testing.cases import SHAPES, Shape, well_conditioned
+from invad.testing.cases import SHAPES, Shape, positive_definite, well_conditioned
 
 #: Large enough for the per-matrix LU path on stacks of matrices: one more than CuPy's
 #: default ``cupy.cublas.get_batched_gesv_limit()``, 256.
@@ -438,3 +438,97 @@ def test_factor_once_solve_many_factors_once(cupy, monkeypatch):
         )
         assert lubar.shape == lu.shape
     assert calls == [a.shape]
+
+
+# -- the Cholesky family ----------------------------------------------------------------
+
+# The kit's checks of these ops (and of solve with assume_a="pos") run on the GPU in
+# `nox -s tests-cupy` (the conformance kit): here, what is CuPy's own.
+
+
+@pytest.mark.parametrize("upper", [False, True])
+@pytest.mark.parametrize("batch", [(), (3,)], ids=["potrf", "potrfBatched"])
+def test_cholesky_is_cupy_linalg_cholesky_reading_one_triangle(cupy, batch, upper):
+    """invad's factor is cupy.linalg.cholesky's (its conjugate transpose, upper), with NaN
+    in the triangle not read; cholesky_solve with it is cupy.linalg.solve."""
+    rng = np.random.default_rng(13)
+    n = 5
+    a_np = positive_definite(rng, batch, n, "complex128")
+    unread = np.tril(np.ones((n, n), bool), -1) if upper else np.triu(np.ones((n, n), bool), 1)
+    a = cupy.asarray(a_np)
+    ops = invad.install("cupy")
+    c, info = ops.cholesky_ex(cupy.asarray(np.where(unread, np.nan, a_np)), upper=upper)
+    reference = cupy.linalg.cholesky(a)
+    if upper:
+        reference = reference.swapaxes(-1, -2).conj()
+    np.testing.assert_allclose(cupy.asnumpy(c), cupy.asnumpy(reference), rtol=1e-12, atol=1e-14)
+    assert not cupy.asnumpy(info).any() and info.dtype == np.int32
+    b = cupy.asarray(rng.standard_normal((*batch, n, 2)))
+    hidden = cupy.asarray(np.where(unread, np.nan, cupy.asnumpy(c)))
+    np.testing.assert_allclose(
+        cupy.asnumpy(ops.cholesky_solve(hidden, b, upper=upper)),
+        cupy.asnumpy(cupy.linalg.solve(a, b.astype(a.dtype))),
+        rtol=1e-10,
+    )
+
+
+@pytest.mark.parametrize("upper", [False, True])
+def test_cholesky_info_on_cusolver(cupy, upper):
+    """What cuSOLVER does with a matrix that is not positive definite, and with NaN, gives
+    the order of the failing minor as info, NaN factors there, and the error naming it."""
+    rng = np.random.default_rng(14)
+    a_np = positive_definite(rng, (4,), 4, "float64")
+    a_np[1, 2, 2] = -3.0  # the leading minor of order 3
+    a_np[2, 1, 3] = a_np[2, 3, 1] = np.nan  # the pivot of order 4
+    a = cupy.asarray(a_np)
+    ops = invad.install("cupy")
+    c, info = ops.cholesky_ex(a, upper=upper)
+    np.testing.assert_array_equal(cupy.asnumpy(info), [0, 3, 4, 0])
+    c = cupy.asnumpy(c)
+    assert np.isnan(c[[1, 2]]).all()
+    good = np.linalg.cholesky(a_np[[0, 3]])
+    good = np.conj(np.swapaxes(good, -1, -2)) if upper else good
+    np.testing.assert_allclose(c[[0, 3]], good, rtol=1e-12)
+    one = cupy.asarray(np.diag([1.0, 0.0, 1.0]))
+    assert int(ops.cholesky_ex(one)[1]) == 2
+    with pytest.raises(
+        np.linalg.LinAlgError,
+        match=r"invad\.cholesky: matrix not positive-definite at batch index \(1,\) "
+        r"\(input shape \(4, 4, 4\)\): the leading minor of order 3",
+    ):
+        ops.cholesky(a, upper=upper)
+    _, info_pos = ops.solve_ex(a, cupy.ones((4, 1)), assume_a="pos")
+    np.testing.assert_array_equal(cupy.asnumpy(info_pos), [0, 3, 4, 0])
+
+
+def test_positive_definite_solve_factors_once(cupy, monkeypatch):
+    """solve(assume_a="pos") and its VJP: one Cholesky factorization, no LU, no inverse."""
+    calls = []
+    factor = cupy_backend.CupyKernels.cholesky
+
+    def counting(self, a, upper=False):
+        calls.append(a.shape)
+        return factor(self, a, upper)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("an LU factorization or an explicit inverse")
+
+    monkeypatch.setattr(cupy_backend.CupyKernels, "cholesky", counting)
+    monkeypatch.setattr(cupy_backend.CupyKernels, "lu_factor", forbidden)
+    backend = invad.install("cupy").backend
+    ops = Ops(backend, backend.resolve_device(None))  # built after the patch
+    rng = np.random.default_rng(15)
+    a_np = positive_definite(rng, (3,), 6, "float64")
+    b_np, xbar_np = rng.standard_normal((3, 6, 2)), rng.standard_normal((3, 6, 2))
+    a, b, xbar = cupy.asarray(a_np), cupy.asarray(b_np), cupy.asarray(xbar_np)
+    monkeypatch.setattr(cupy.linalg, "solve", forbidden)
+    monkeypatch.setattr(cupy.linalg, "inv", forbidden)
+    x, (abar, bbar) = ops.vjp("solve", (a, b), xbar, assume_a="pos")
+    monkeypatch.undo()
+    assert calls == [a.shape]
+    g = np.linalg.solve(a_np, xbar_np)  # A Hermitian: A^-H = A^-1
+    np.testing.assert_allclose(cupy.asnumpy(x), np.linalg.solve(a_np, b_np), rtol=1e-10)
+    np.testing.assert_allclose(cupy.asnumpy(bbar), g, rtol=1e-9, atol=1e-12)
+    full = -g @ np.swapaxes(np.linalg.solve(a_np, b_np), -1, -2)
+    expected = (full + np.swapaxes(full, -1, -2)) / 2
+    np.testing.assert_allclose(cupy.asnumpy(abar), expected, rtol=1e-9, atol=1e-12)

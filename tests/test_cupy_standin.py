@@ -28,6 +28,12 @@ CuPy's source (v13.0.0, v14.2), not CuPy's numerics:
 - ``cupy.linalg.slogdet`` / ``det`` factor a C-ordered copy of their input
   read as column-major, i.e. each matrix's transpose, and give sign 0 and
   logdet -inf where ``getrf`` meets a zero pivot.
+- ``cupy.linalg.cholesky`` is ``potrf`` (one matrix) or ``potrfBatched`` (a
+  stack) reading the lower triangle, returning ``tril`` of what it left
+  (where it stopped: a partial factor, finite), ``devInfo`` checked only
+  under ``errstate(linalg="raise")``. The fake's ``potrf`` is SciPy's LAPACK
+  (OpenBLAS), which does not report a NaN pivot: so the backend's own check
+  of the factor's diagonal is what finds NaN here.
 - ``cupy.cublas.get_batched_gesv_limit`` / ``set_batched_gesv_limit``.
 
 The fake records each LAPACK-level call it makes, so the tests can say which
@@ -51,10 +57,11 @@ import numpy as np
 import pytest
 from scipy.linalg import get_lapack_funcs
 
+import invad
 from invad.backends import cupy as cupy_backend
 from invad.backends.cupy import _state as cupy_state
 from invad.ops import Ops
-from invad.rules import RULES
+from invad.rules import RULES, CholeskyFactor
 from invad.testing import Harness, checks
 from invad.testing import cases as C
 
@@ -237,6 +244,23 @@ class FakeLinalg:
         sign, logdet = self.slogdet(a)
         return sign * np.exp(logdet)
 
+    def cholesky(self, a: np.ndarray) -> np.ndarray:
+        """CuPy's cholesky: cuSOLVER potrf / potrfBatched of a C-ordered copy read column-major
+        with FILL_MODE_UPPER, i.e. of the lower triangle of ``a``; ``tril`` of the result."""
+        assert a.ndim >= 2 and a.shape[-1] == a.shape[-2]
+        routine = "potrfBatched" if a.ndim > 2 else "potrf"
+        self._cupyx.calls.append(routine)
+        x = np.array(a, order="C", copy=True)
+        infos = []
+        for i in np.ndindex(*x.shape[:-2]):
+            if x.shape[-1] == 0:
+                continue
+            (potrf,) = get_lapack_funcs(("potrf",), (x[i],))
+            x[i], info = potrf(x[i], lower=1)
+            infos.append(int(info))
+        self._cupyx.check(infos, routine)
+        return np.tril(x)
+
     def inv(self, a: np.ndarray) -> np.ndarray:
         out = np.empty(a.shape, a.dtype)
         if a.size == 0:
@@ -286,6 +310,7 @@ NUMPY_NAMES = (
     "zeros",
     "zeros_like",
     "inf",
+    "nan",
 )
 
 
@@ -850,7 +875,7 @@ def test_determinants_of_singular_matrices(standin, path):
     )
 
 
-@pytest.mark.parametrize("op", ["lu_factor", "lu_solve", "solve_triangular"])
+@pytest.mark.parametrize("op", ["lu_factor", "lu_solve", "solve_triangular", "cholesky_solve"])
 def test_conformance_checks_on_cupy_13(standin, op):
     """The kit's checks with CuPy 13's solve_triangular (one matrix per call) in every rule."""
     kernels = cupy_13(standin)
@@ -865,6 +890,164 @@ def test_conformance_checks_on_cupy_13(standin, op):
                 failed.append(result)
     assert not failed, failed
     assert "trsmBatched" not in standin.calls
+
+
+# -- the Cholesky family: potrf, potrfBatched, trsm ---------------------------------------
+
+
+def junk_outside(x: np.ndarray, upper: bool) -> np.ndarray:
+    """``x`` with NaN in the strict triangle that an op reading the lower triangle (the
+    upper one, if ``upper``) must not read."""
+    n = x.shape[-1]
+    unread = np.tril(np.ones((n, n), bool), -1) if upper else np.triu(np.ones((n, n), bool), 1)
+    return np.where(unread, np.nan, x).astype(x.dtype)
+
+
+def potrf_route(batch: tuple[int, ...]) -> str:
+    return "potrfBatched" if batch else "potrf"
+
+
+def trsm_route(batch: tuple[int, ...]) -> str:
+    return "trsmBatched" if batch else "trsm"
+
+
+@pytest.mark.parametrize("dtype", ["float64", "complex128", "float32"])
+@pytest.mark.parametrize("upper", [False, True])
+@pytest.mark.parametrize("batch", [(), (3,), (2, 1)], ids=["one-matrix", "stack", "stack-2d"])
+def test_cholesky_is_cupys_potrf_reading_one_triangle(standin, batch, upper, dtype):
+    """One ``cupy.linalg.cholesky`` call (potrf, or potrfBatched for a stack) whatever the
+    layout, NaN in the other triangle never read; the derivative solves with the kept
+    factor (trsm) and equals the NumPy backend's."""
+    rng = np.random.default_rng(30)
+    a = C.positive_definite(rng, batch, 4, dtype)
+    lower = np.linalg.cholesky(a)
+    expected = np.conj(np.swapaxes(lower, -1, -2)) if upper else lower
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    ops = standin.ops
+    for name, m in layouts(junk_outside(a, upper)).items():
+        c, info = ops.cholesky_ex(m, upper=upper)
+        assert c.dtype == np.dtype(dtype) and info.dtype == np.int32 and info.shape == batch
+        np.testing.assert_allclose(c, expected, rtol=rtol, atol=rtol, err_msg=name)
+        assert not info.any()
+        assert standin.calls == [potrf_route(batch)], name
+        standin.calls.clear()
+    cbar = C.random_array(rng, a.shape, dtype)
+    _, (abar,) = ops.vjp("cholesky", (junk_outside(a, upper),), cbar, upper=upper)
+    assert routes(standin) == {potrf_route(batch), trsm_route(batch)}
+    _, (expected_abar,) = invad.install("numpy").vjp("cholesky", (a,), cbar, upper=upper)
+    np.testing.assert_allclose(abar, expected_abar, rtol=100 * rtol, atol=100 * rtol)
+
+
+def potrf_info(a: np.ndarray) -> np.ndarray:
+    """LAPACK ``potrf``'s info of each matrix (its lower triangle)."""
+    info = np.zeros(a.shape[:-2], np.int32)
+    for i in np.ndindex(*a.shape[:-2]):
+        (potrf,) = get_lapack_funcs(("potrf",), (a[i],))
+        info[i] = potrf(a[i], lower=1)[1]
+    return info
+
+
+@pytest.mark.parametrize("upper", [False, True])
+def test_cholesky_info_is_the_order_of_the_failing_minor(standin, upper):
+    """Not positive definite at order k: info k, LAPACK potrf's; a NaN pivot counts, which
+    the fake's potrf (OpenBLAS) does not report: the diagonal check finds it, without a
+    second call. The failing matrices' factors are NaN, the others exact."""
+    rng = np.random.default_rng(31)
+    a = C.positive_definite(rng, (5,), 4, "float64")
+    a[1, 2, 2] = -3.0  # the leading minor of order 3
+    a[3, 0, 0] = 0.0  # order 1
+    a[4, 1, 3] = a[4, 3, 1] = np.nan  # read from either triangle: the pivot of order 4
+    lapack = potrf_info(a[:4])
+    np.testing.assert_array_equal(lapack, [0, 3, 0, 1])
+    ops = standin.ops
+    for batch in ([0, 1, 2, 3, 4], [2, 4]):
+        stack = a[batch]
+        standin.calls.clear()
+        c, info = ops.cholesky_ex(stack, upper=upper)
+        # CuPy's check raises on a minor that is not positive definite (a second call then
+        # computes the values); a NaN pivot alone, which it misses, costs no second call.
+        assert standin.calls == ["potrfBatched"] * (2 if 1 in batch else 1)
+        expected = np.array([[*lapack, 4][i] for i in batch], np.int32)
+        np.testing.assert_array_equal(info, expected)
+        good = expected == 0
+        assert np.isnan(c[~good]).all()
+        reference = np.linalg.cholesky(stack[good])
+        reference = np.conj(np.swapaxes(reference, -1, -2)) if upper else reference
+        np.testing.assert_allclose(c[good], reference, rtol=1e-12)
+        x, info_pos = ops.solve_ex(stack, np.ones(4), assume_a="pos")
+        np.testing.assert_array_equal(info_pos, expected)
+        np.testing.assert_allclose(x[good], np.linalg.solve(stack[good], np.ones(4)), rtol=1e-12)
+
+
+def test_cholesky_info_on_one_matrix_and_the_errors(standin):
+    """One matrix (potrf): its info, and the errors of cholesky and solve(assume_a="pos"),
+    which name the first failing matrix of a stack and the order of its minor."""
+    ops = standin.ops
+    a = np.diag([2.0, 1.0, -1.0])
+    c, info = ops.cholesky_ex(a)
+    assert int(info) == 3 and np.isnan(c).all()
+    assert routes(standin) == {"potrf"}
+    nan = np.eye(3)
+    nan[1, 1] = np.nan
+    assert int(ops.cholesky_ex(nan)[1]) == 2
+    with pytest.raises(np.linalg.LinAlgError, match=r"invad\.cholesky: matrix not positive"):
+        ops.cholesky(a)
+    stack = np.stack([np.eye(3), np.eye(3), a, np.diag([1.0, -1.0, 1.0])])
+    pattern = r"invad\.{op}: .* at batch index \(2,\) \(input shape \(4, 3, 3\)\): .* order 3"
+    with pytest.raises(np.linalg.LinAlgError, match=pattern.format(op="cholesky")):
+        ops.cholesky(stack, upper=True)
+    with pytest.raises(np.linalg.LinAlgError, match=pattern.format(op="solve")):
+        ops.solve(stack, np.ones((3, 1)), assume_a="pos")
+    # a user's errstate(linalg="raise") governs CuPy's calls, not invad's _ex ops
+    with standin.cupyx.errstate(linalg="raise"):
+        np.testing.assert_array_equal(ops.cholesky_ex(stack)[1], [0, 0, 3, 2])
+
+
+@pytest.mark.parametrize("cupy_version", ["14", "13"])
+@pytest.mark.parametrize("upper", [False, True])
+@pytest.mark.parametrize(("c_batch", "b_batch"), [((), (4,)), ((2, 1), (3,)), ((3,), ())])
+def test_cholesky_solve_is_two_trsm(standin, cupy_version, upper, c_batch, b_batch):
+    """Two triangular solves with the factor, reading its triangle only: two trsm for one
+    matrix (every right-hand side at once), two trsmBatched for a stack on CuPy 14 (batch
+    dimensions broadcast), one trsm per matrix and solve on CuPy 13."""
+    kernels = standin.kernels if cupy_version == "14" else cupy_13(standin)
+    rng = np.random.default_rng(32)
+    a = C.positive_definite(rng, c_batch, 3, "complex128")
+    lower = np.linalg.cholesky(a)
+    c = np.conj(np.swapaxes(lower, -1, -2)) if upper else lower
+    b = C.random_array(rng, (*b_batch, 3, 2), "complex128")
+    x = kernels.cholesky_solve(CholeskyFactor(None, junk_outside(c, upper), upper), b)
+    np.testing.assert_allclose(x, np.linalg.solve(a, b), rtol=1e-12)
+    batch = np.broadcast_shapes(c_batch, b_batch)
+    if not c_batch:
+        assert standin.calls == ["trsm"] * 2
+    elif cupy_version == "14":
+        assert standin.calls == ["trsmBatched"] * 2
+    else:
+        assert standin.calls == ["trsm"] * 2 * math.prod(batch)
+
+
+@pytest.mark.parametrize("left", [True, False])
+def test_positive_definite_solve_factors_once(standin, left):
+    """solve(assume_a="pos") and its derivatives: one potrfBatched, then trsmBatched only
+    (no LU, no second factorization), against the general solve's values and derivatives
+    (projected to Hermitian)."""
+    rng = np.random.default_rng(33)
+    a = C.positive_definite(rng, (4,), 5, "float64")
+    b = rng.standard_normal((4, 5, 2) if left else (4, 2, 5))
+    da = C.hermitian(rng.standard_normal(a.shape))
+    db, xbar = rng.standard_normal(b.shape), rng.standard_normal(b.shape)
+    ops = standin.ops
+    x, dx = ops.jvp("solve", (a, b), (da, db), left=left, assume_a="pos")
+    _, (abar, bbar) = ops.vjp("solve", (a, b), xbar, left=left, assume_a="pos")
+    assert set(standin.calls) == {"potrfBatched", "trsmBatched"}
+    assert standin.calls.count("potrfBatched") == 2  # one per call: jvp, vjp
+    numpy_ops = invad.install("numpy")
+    ref_x, ref_dx = numpy_ops.jvp("solve", (a, b), (da, db), left=left)
+    _, (ref_abar, ref_bbar) = numpy_ops.vjp("solve", (a, b), xbar, left=left)
+    ref_abar = (ref_abar + np.swapaxes(ref_abar, -1, -2)) / 2
+    for got, ref in ((x, ref_x), (dx, ref_dx), (abar, ref_abar), (bbar, ref_bbar)):
+        np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
 
 
 # -- the conformance checks, on both paths -----------------------------------------------

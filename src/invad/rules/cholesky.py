@@ -180,9 +180,10 @@ def _cholesky_solve_primal(la: Linalg, c: Array, b: Array, *, upper: bool = Fals
     )
 
 
-def _factor_tangent(xp: Any, dc: Array, upper: bool) -> Array:
-    """The tangent of L from that of c: its triangle, as L = c or c^H."""
-    return mH(xp, xp.triu(dc)) if upper else xp.tril(dc)
+def _as_lower(xp: Any, c: Array, upper: bool) -> Array:
+    """L (or its tangent) from c (or its tangent): c's triangle, as L = c or c^H. The
+    other triangle of a user's factor is never read, in the derivatives either."""
+    return mH(xp, xp.triu(c)) if upper else xp.tril(c)
 
 
 def _cholesky_solve_jvp(
@@ -202,8 +203,8 @@ def _cholesky_solve_jvp(
     rhs = None if db is None else as_matrix_rhs(db, vector, True)
     extra = None
     if dc is not None:
-        dl = _factor_tangent(xp, dc, upper)
-        lower = mH(xp, c) if upper else c
+        dl = _as_lower(xp, dc, upper)
+        lower = _as_lower(xp, c, upper)
         y = mH(xp, lower) @ x  # L^H x
         rhs = -(dl @ y) if rhs is None else rhs - dl @ y
         extra = lh_solve(la, c, upper, mH(xp, dl) @ x)
@@ -227,7 +228,7 @@ def _cholesky_solve_vjp(
     g = la.cholesky_solve(CholeskyFactor(None, c, upper), as_matrix_rhs(xbar, vector, True))
     cbar = None
     if needs[0]:
-        lower = mH(xp, c) if upper else c
+        lower = _as_lower(xp, c, upper)
         lbar = -(g @ mH(xp, mH(xp, lower) @ x) + x @ mH(xp, mH(xp, lower) @ g))
         cbar = cotangent_for(xp, xp.triu(mH(xp, lbar)) if upper else xp.tril(lbar), c)
     if not needs[1]:

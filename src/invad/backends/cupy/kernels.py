@@ -27,6 +27,19 @@ development branch, 15.0.0a1):
   ``getrfBatched`` (or cuSOLVER ``getrf`` per matrix for few large ones):
   given ``a.mT`` it factors ``A``. It keeps no factor and returns sign 0,
   logdet -inf where a pivot is zero.
+- ``cupy.linalg.cholesky`` is cuSOLVER ``potrf`` for one matrix and
+  ``potrfBatched`` for a stack (one call), on a C-ordered copy handed over
+  as column-major with ``FILL_MODE_UPPER``: it reads the lower triangle of
+  its input (whatever its memory order) and returns ``tril`` of the result,
+  ``L`` with ``A = L L^H``. It has no ``upper`` and returns no ``info``.
+  cuSOLVER's ``devInfo`` is read only under ``errstate(linalg="raise")``,
+  which raises if some matrix is not positive definite; otherwise the
+  factor of such a matrix is whatever ``potrf`` left (not necessarily
+  non-finite). LAPACK builds differ on whether a NaN pivot sets ``info``
+  (OpenBLAS's ``potrf`` does not); cuSOLVER's documentation does not say.
+- CuPy has no ``cho_solve`` (``cupyx.scipy.linalg`` has none); ``cupyx.lapack
+  .potrs`` exists from CuPy 14 only, needs equal batch dimensions and, for a
+  stack, solves one right-hand side per call.
 - These routines check for a zero pivot only under
   ``cupyx.errstate(linalg="raise")`` (thread-local), and then raise
   ``numpy.linalg.LinAlgError``; otherwise a singular matrix gives
@@ -73,6 +86,27 @@ call, so ``set_batched_gesv_limit`` moves both CuPy's and invad's cut-off:
   (``permute_rows``) become a permutation on the host (one copy of the
   pivots there) and one gather on the GPU.
 
+The Cholesky family. ``cholesky`` is one ``cupy.linalg.cholesky`` call
+(``potrf``, or ``potrfBatched`` for a stack) under ``errstate(linalg="raise")``
+on ``a`` (lower), or on ``a^H``, whose lower triangle is ``a``'s upper one
+conjugated, the result conjugate-transposed back (upper). Then the
+factor's diagonal is checked on the device: every entry real positive
+(NaN fails). If CuPy raised or the check failed, ``info`` (the order of
+the first leading minor not positive definite) comes from invad's portable
+Cholesky (:func:`~invad.rules._linalg.portable_cholesky`, LAPACK's
+unblocked ``potf2`` vectorised over the batch; a NaN pivot counts), the
+values are computed again without the check, and the factor of each
+failing matrix is set to NaN, as NumPy's. A pivot that is not positive
+only through rounding can be judged differently by the two, as between
+two LAPACK builds; where the portable algorithm finds none but the
+factor's diagonal has a pivot that is not positive, ``info`` is the order
+of the first such pivot. Two synchronizations per call (``devInfo``, the
+diagonal check). ``cholesky_solve`` is two triangular solves with the
+factor, ``solve_triangular`` above (cuBLAS ``trsm``; one ``trsmBatched`` per
+solve for a stack on CuPy 14, every right-hand side at once, batch
+dimensions broadcast), which is ``potrs``'s own algorithm. The derivatives
+solve with the kept factor the same way: nothing is factored again.
+
 ``info`` and the errors. ``info`` is LAPACK ``getrf``'s for ``A`` itself,
 never for ``A^T``; ``inv``/``solve`` raise exactly where it is nonzero, and
 ``inv_ex`` and ``solve_ex`` give the same ``info``. On the per-matrix paths
@@ -100,11 +134,12 @@ from typing import Any
 
 import numpy as np
 
-from ...rules import Factor
+from ...rules import CholeskyFactor, Factor
 from ...rules._linalg import (
     Trans,
     broadcast_batch,
     det_of_lu,
+    portable_cholesky,
     portable_lu_factor,
     slogdet_of_lu,
 )
@@ -308,6 +343,45 @@ class CupyKernels:
         x = cupy.broadcast_to(x, (*batch, *x.shape[-2:]))
         index = index.reshape((1,) * (len(batch) + 1 - index.ndim) + index.shape)
         return cupy.take_along_axis(x, index[..., :, None], axis=-2)
+
+    # -- Cholesky: cuSOLVER potrf / potrfBatched, then trsm ------------------------------
+
+    def cholesky(self, a: Any, upper: bool = False) -> tuple[Any, Any]:
+        """``cupy.linalg.cholesky`` of ``a`` (or of ``a^H``, for the upper triangle), which
+        reads the lower triangle; ``info`` as the module docstring says."""
+        cupy = self._cupy
+        info = cupy.zeros(a.shape[:-2], dtype=cupy.int32)
+        if a.size == 0:
+            return cupy.zeros_like(a), info
+        m = _op(a, "H") if upper else a  # its lower triangle is a's upper one, conjugated
+
+        def factor(check: bool) -> Any:
+            with self._linalg_errors(check):
+                return cupy.linalg.cholesky(m)
+
+        try:
+            c = factor(check=True)
+        except np.linalg.LinAlgError:  # some matrix is not positive definite
+            c, failed = factor(check=False), True
+        else:
+            failed = False
+        d = cupy.diagonal(c, axis1=-2, axis2=-1).real
+        bad = ~(d > 0)  # a NaN pivot too, which potrf may leave unreported
+        if failed or bool(bad.any()):
+            info = portable_cholesky(self._xp, a, upper)[1]
+            # Where the portable potf2 finds none, the first pivot the factor shows failing.
+            first = cupy.argmax(bad.astype(cupy.int8), axis=-1).astype(cupy.int32) + 1
+            info = cupy.where(info > 0, info, cupy.where(bad.any(axis=-1), first, 0))
+            info = info.astype(cupy.int32, copy=False)
+            c = cupy.where((info > 0)[..., None, None], cupy.nan, c).astype(c.dtype, copy=False)
+        return (_op(c, "H") if upper else c), info
+
+    def cholesky_solve(self, factor: CholeskyFactor, b: Any) -> Any:
+        """``A^-1 b`` from ``A = L L^H``: two triangular solves with the factor (cuBLAS
+        ``trsm``, batched on CuPy 14), as ``potrs`` does; ``factor.a`` is not read."""
+        c, upper = factor.c, factor.upper
+        y = self.solve_triangular(c, b, upper, "H" if upper else "N", False)
+        return self.solve_triangular(c, y, upper, "N" if upper else "H", False)
 
     # -- determinants -------------------------------------------------------------------
 
