@@ -216,27 +216,53 @@ ORACLE = [
 ]
 
 
+def _as_tuple(x):
+    return x if isinstance(x, tuple) else (x,)
+
+
 @pytest.mark.parametrize(("case", "replay"), ORACLE)
 def test_oracle_replay_with_hvp_through_double_backward(ops, case, replay):
+    """JVP (forward mode), VJP (backward) and HVP (double backward) of the installed op against
+    the oracle; integer inputs (lu_solve's pivots, in torch's 1-based convention) and the outputs
+    without a cotangent (lu_factor's pivots) take no part."""
     rtol, atol = case.first_order
-    xs = [torch.from_numpy(np.array(x)).requires_grad_() for x in replay.primals]
-    f = value_fn(ops, replay.op, replay.params)
-    y = f(*xs)
-    tangents = tuple(torch.from_numpy(np.array(t)) for t in replay.tangents)
-    ct = torch.from_numpy(np.array(replay.cotangent))
-    # JVP by forward-mode AD (dual tensors), VJP by backward.
+    primals = [torch.from_numpy(np.array(x)) for x in replay.primals_for(1)]
+    floats = [i for i, x in enumerate(primals) if x.is_floating_point() or x.is_complex()]
+    xs = [primals[i].requires_grad_() for i in floats]
+    cts = _as_tuple(replay.cotangent)
+    used = [k for k, ct in enumerate(cts) if ct is not None]  # the differentiable outputs
+    op = getattr(ops, replay.op)
+
+    def f(*z):
+        args = list(primals)
+        for i, x in zip(floats, z):
+            args[i] = x
+        out = _as_tuple(op(*args, **replay.params))
+        return tuple(out[k] for k in used)
+
+    ys = f(*xs)
+    cts = [torch.from_numpy(np.array(cts[k])) for k in used]
+    tangents = tuple(torch.from_numpy(np.array(replay.tangents[i])) for i in floats)
+    # JVP by forward mode, VJP by backward.
     _, jv = torch.func.jvp(f, tuple(x.detach() for x in xs), tangents)
-    np.testing.assert_allclose(jv.numpy(), replay.jvp, rtol=rtol, atol=atol)
-    for got, ref in zip(torch.autograd.grad(y, xs, ct, retain_graph=True), replay.vjp):
-        np.testing.assert_allclose(got.numpy(), ref, rtol=rtol, atol=atol)
+    for got, k in zip(jv, used):
+        np.testing.assert_allclose(got.numpy(), _as_tuple(replay.jvp)[k], rtol=rtol, atol=atol)
+    vjp = torch.autograd.grad(ys, xs, cts, retain_graph=True)
+    for got, i in zip(vjp, floats):
+        np.testing.assert_allclose(got.numpy(), replay.vjp[i], rtol=rtol, atol=atol)
     if replay.hvp is None:
         return
     rtol, atol = case.second_order
-    phi = (ct.conj() * y).real.sum()  # <ct, op(x)> under Re tr(X^H Y)
+    phi = sum((ct.conj() * y).real.sum() for ct, y in zip(cts, ys))  # <ct, op(x)>
     grads = torch.autograd.grad(phi, xs, create_graph=True)
     hvp = torch.autograd.grad(grads, xs, grad_outputs=tangents)
-    for got, ref in zip(hvp, replay.hvp):
-        np.testing.assert_allclose(got.numpy(), ref, rtol=rtol, atol=atol)
+    for got, i in zip(hvp, floats):
+        np.testing.assert_allclose(got.numpy(), replay.hvp[i], rtol=rtol, atol=atol)
+
+
+def test_oracle_covers_the_lu_family():
+    covered = {replay.op for _, replay in (p.values for p in ORACLE)}
+    assert {"lu_factor", "lu_factor_ex", "lu_solve", "det", "slogdet"} <= covered
 
 
 # -- torch.func: transforms and vmap ---------------------------------------------------------------
@@ -753,3 +779,200 @@ def test_other_frameworks_arrays_raise_type_error(ops, op, args, arg, kind):
     # twice: the memoized validation never remembers a foreign signature
     with pytest.raises(TypeError, match=re.escape(message)):
         getattr(ops, op)(*args)
+
+
+# -- the LU family: lu_factor, lu_solve, solve_triangular, det, slogdet ---------------------------
+
+#: (id, op, input shapes, params). lu_solve's shapes are a's and b's: a is factored by
+#: torch.linalg.lu_factor, whose (LU, pivots) go straight into invad's lu_solve.
+LU_CASES = [
+    ("lu_factor-square", "lu_factor", [(2, 3, 3)], {}),
+    ("lu_factor-wide", "lu_factor", [(2, 4)], {}),
+    ("lu_factor-tall", "lu_factor", [(2, 4, 2)], {}),
+    ("lu_factor_ex", "lu_factor_ex", [(3, 3)], {}),
+    ("lu_solve", "lu_solve", [(2, 3, 3), (2, 3, 2)], {}),
+    ("lu_solve-adjoint", "lu_solve", [(2, 3, 3), (3, 1)], {"adjoint": True}),
+    ("lu_solve-right", "lu_solve", [(3, 3), (2, 1, 3)], {"left": False}),
+    (
+        "lu_solve-right-adjoint",
+        "lu_solve",
+        [(2, 3, 3), (2, 2, 3)],
+        {"left": False, "adjoint": True},
+    ),
+    ("solve_triangular-upper", "solve_triangular", [(2, 3, 3), (2, 3, 2)], {"upper": True}),
+    (
+        "solve_triangular-lower-unit",
+        "solve_triangular",
+        [(2, 3, 3), (3, 1)],
+        {"upper": False, "unitriangular": True},
+    ),
+    (
+        "solve_triangular-right",
+        "solve_triangular",
+        [(3, 3), (2, 2, 3)],
+        {"upper": True, "left": False},
+    ),
+    ("det", "det", [(2, 3, 3)], {}),
+    ("slogdet", "slogdet", [(2, 3, 3)], {}),
+]
+
+
+def lu_case(ops, op, shapes, params, dtype):
+    """Inputs (leaves that require grad) and the op as a function of its floating inputs
+    returning its differentiable outputs: invad's, and torch.linalg's."""
+    rng = rng_for("lu", op, shapes, params, dtype)
+    xs = [
+        torch.from_numpy(x) for x in C.primals(op, C.Shape("t", tuple(shapes), params), dtype, rng)
+    ]
+    if op == "lu_solve":
+        lu, pivots = torch.linalg.lu_factor(xs[0])
+        xs = [lu, xs[1]]
+        mine = lambda lu, b: ops.lu_solve(lu, pivots, b, **params)  # noqa: E731
+        native = lambda lu, b: torch.linalg.lu_solve(lu, pivots, b, **params)  # noqa: E731
+    elif op.startswith("lu_factor"):
+        mine = lambda a: getattr(ops, op)(a)[0]  # noqa: E731
+        native = lambda a: torch.linalg.lu_factor_ex(a)[0]  # noqa: E731
+    elif op == "solve_triangular":
+        mine = lambda a, b: ops.solve_triangular(a, b, **params)  # noqa: E731
+        native = lambda a, b: torch.linalg.solve_triangular(a, b, **params)  # noqa: E731
+    elif op == "det":
+        mine, native = ops.det, torch.linalg.det
+    else:
+        mine = lambda a: tuple(ops.slogdet(a))  # noqa: E731
+        native = lambda a: tuple(torch.linalg.slogdet(a))  # noqa: E731
+    return [x.requires_grad_() for x in xs], mine, native
+
+
+@pytest.fixture(params=LU_CASES, ids=[c[0] for c in LU_CASES])
+def lu_family_case(request):
+    return request.param[1:]
+
+
+def _loss(y):
+    """A real loss of one output or several, with second derivatives in every direction."""
+    return sum((torch.sin(t.real) + t.abs() ** 2).sum() for t in _flat(y))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lu_family_gradcheck_and_gradgradcheck(ops, lu_family_case, dtype):
+    """Finite differences against backward, forward mode, both batched (torch's legacy vmap
+    over the derivatives), and second order: reverse over reverse and forward over reverse.
+
+    In fast mode (a random projection u^T J v of each Jacobian against the same projection of
+    finite differences): the full Jacobians of these ops cost minutes to difference (torch's
+    own lu_factor and lu_solve alike), and the next test compares them entry for entry with
+    torch.linalg's, to second order.
+    """
+    op, shapes, params = lu_family_case
+    xs, mine, _ = lu_case(ops, op, shapes, params, dtype)
+    assert gradcheck(
+        mine,
+        tuple(xs),
+        check_forward_ad=True,
+        check_batched_grad=True,
+        check_batched_forward_grad=True,
+        fast_mode=True,
+    )
+    assert gradgradcheck(
+        mine, tuple(xs), check_fwd_over_rev=True, check_batched_grad=True, fast_mode=True
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lu_family_matches_torch_linalg_at_first_and_second_order(ops, lu_family_case, dtype):
+    """Values, gradients (backward), tangents (forward-mode dual tensors) and Hessian-vector
+    products (double backward) against torch.linalg's own."""
+    import torch.autograd.forward_ad as fwAD
+
+    op, shapes, params = lu_family_case
+    xs, mine, native = lu_case(ops, op, shapes, params, dtype)
+    got, want = _flat(mine(*xs)), _flat(native(*xs))
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        assert rel_err(g, w) < 1e-12
+    if op.startswith("lu_factor"):
+        pivots = getattr(ops, op)(xs[0])[1]
+        assert torch.equal(pivots, torch.linalg.lu_factor_ex(xs[0])[1]) and not pivots.requires_grad
+    rng = rng_for("directions", op, shapes, dtype)
+    vs = [random(rng, tuple(x.shape), dtype) for x in xs]
+    g_mine = torch.autograd.grad(_loss(mine(*xs)), xs, create_graph=True)
+    g_native = torch.autograd.grad(_loss(native(*xs)), xs, create_graph=True)
+    for gm, gn, x in zip(g_mine, g_native, xs, strict=True):
+        assert gm.dtype == x.dtype and rel_err(gm, gn) < 1e-10
+    _same(torch.autograd.grad(g_mine, xs, vs), torch.autograd.grad(g_native, xs, vs), 1e-9)
+    with fwAD.dual_level():
+        duals = [fwAD.make_dual(x.detach(), v) for x, v in zip(xs, vs)]
+        t_mine = [fwAD.unpack_dual(y).tangent for y in _flat(mine(*duals))]
+        t_native = [fwAD.unpack_dual(y).tangent for y in _flat(native(*duals))]
+    for tm, tn in zip(t_mine, t_native, strict=True):
+        tn = torch.zeros_like(tm) if tn is None else tn  # real slogdet: torch's sign has none
+        assert rel_err(tm, tn) < 1e-10
+
+
+#: One case per op and variant for the torch.func transforms (each is compiled by functorch).
+LU_FUNC_CASES = [
+    c
+    for c in LU_CASES
+    if c[0]
+    in {
+        "lu_factor-wide",
+        "lu_factor-tall",
+        "lu_solve",
+        "lu_solve-right-adjoint",
+        "solve_triangular-lower-unit",
+        "solve_triangular-right",
+        "det",
+        "slogdet",
+    }
+]
+
+LU_TRANSFORMS = {
+    "jacrev": lambda f: torch.func.jacrev(f, argnums=0),
+    "jacfwd": lambda f: torch.func.jacfwd(f, argnums=0),
+    "hessian": lambda f: torch.func.hessian(f, argnums=0),
+    "vmap-grad": lambda f: torch.func.vmap(torch.func.grad(f, argnums=0)),
+}
+
+
+@pytest.mark.parametrize("name", list(LU_TRANSFORMS))
+@pytest.mark.parametrize("case", LU_FUNC_CASES, ids=[c[0] for c in LU_FUNC_CASES])
+def test_lu_family_torch_func_transforms_match_torch_linalg(ops, case, name):
+    """jacrev, jacfwd, hessian and vmap of grad on a real loss of every output of the op
+    (with respect to its first input), against the same on torch.linalg's op."""
+    _, op, shapes, params = case
+    xs, mine, native = lu_case(ops, op, shapes, params, "float64")
+    others = [x.detach() for x in xs[1:]]
+    if name.startswith("vmap"):  # three examples of the first input
+        rng = rng_for("vmap-examples", op)
+        first = torch.stack(
+            [xs[0].detach() + 0.1 * random(rng, tuple(xs[0].shape), "float64") for _ in range(3)]
+        )
+    else:
+        first = xs[0].detach()
+
+    def loss(f):
+        return lambda x: _loss(f(x, *others))
+
+    _same(LU_TRANSFORMS[name](loss(mine))(first), LU_TRANSFORMS[name](loss(native))(first))
+
+
+@pytest.mark.parametrize("case", LU_FUNC_CASES, ids=[c[0] for c in LU_FUNC_CASES])
+def test_lu_family_vmap_matches_a_python_loop(ops, case):
+    """torch.func.vmap of the op itself (every output, pivots and info included)."""
+    _, op, shapes, params = case
+    rng = rng_for("vmap-op", op)
+    xs, _, _ = lu_case(ops, op, shapes, params, "float64")
+    xs = [
+        torch.stack([x.detach() + 0.1 * random(rng, tuple(x.shape), "float64") for _ in range(3)])
+        for x in xs
+    ]
+    if op == "lu_solve":  # factor each example with torch, the pivots batched too
+        lu, pivots = torch.linalg.lu_factor(xs[0])
+        xs = [lu, pivots, xs[1]]
+    fn = getattr(ops, op)
+    batched = torch.func.vmap(lambda *z: fn(*z, **params))(*xs)
+    looped = [fn(*(x[i] for x in xs), **params) for i in range(3)]
+    for k, got in enumerate(_flat(batched)):
+        want = torch.stack([_flat(y)[k] for y in looped])
+        assert got.dtype == want.dtype
+        _same(got, want, 1e-13)

@@ -51,6 +51,15 @@ from .solve import as_matrix_rhs, check_rhs, from_matrix_rhs
 # -- helpers: the triangles of a packed factor -----------------------------------
 
 
+def _lead(x: Array, rows: int, cols: int) -> Array:
+    """``x[..., :rows, :cols]``, or ``x`` itself where that is all of it: a slice that
+    keeps everything is still a view (torch's ``alias``), which torch's legacy vmap
+    (``jacobian(vectorize=True)``, ``grad(is_grads_batched=True)``) cannot batch."""
+    if x.shape[-2] == rows and x.shape[-1] == cols:
+        return x
+    return x[..., :rows, :cols]
+
+
 def _unit_lower(xp: Any, square: Array) -> Array:
     """``L1``: the strictly lower triangle of a square block, with ones on the diagonal."""
     n = square.shape[-1]
@@ -103,10 +112,10 @@ def _lu_factor_jvp(
     lu = res.LU
     m, n = lu.shape[-2], lu.shape[-1]
     k = min(m, n)
-    square = lu[..., :k, :k]
+    square = _lead(lu, k, k)
     d = la.permute_rows(res.pivots, da, False)  # P^T dA: the rows in the order of L U
-    y = la.solve_triangular(square, d[..., :k, :], False, "N", True)
-    f = _times_inv_upper(la, square, y[..., :, :k])
+    y = la.solve_triangular(square, _lead(d, k, n), False, "N", True)
+    f = _times_inv_upper(la, square, _lead(y, k, k))
     lower, upper = xp.tril(f, k=-1), xp.triu(f)
     top = _unit_lower(xp, square) @ lower + upper @ xp.triu(square)
     if n > k:  # wide: dU2
@@ -130,8 +139,8 @@ def _lu_factor_vjp(
     lu = res.LU
     m, n = lu.shape[-2], lu.shape[-1]
     k = min(m, n)
-    square = lu[..., :k, :k]
-    corner = lubar[..., :k, :k]
+    square = _lead(lu, k, k)
+    corner = _lead(lubar, k, k)
     fbar_lower = mH(xp, _unit_lower(xp, square)) @ xp.tril(corner, k=-1)
     fbar_upper = xp.triu(corner) @ mH(xp, xp.triu(square))
     if n > k:
