@@ -180,6 +180,11 @@ def _cholesky_solve_primal(la: Linalg, c: Array, b: Array, *, upper: bool = Fals
     )
 
 
+def _triangle(xp: Any, c: Array, upper: bool) -> Array:
+    """The triangle of ``c`` that the op reads."""
+    return xp.triu(c) if upper else xp.tril(c)
+
+
 def _as_lower(xp: Any, c: Array, upper: bool) -> Array:
     """L (or its tangent) from c (or its tangent): c's triangle, as L = c or c^H. The
     other triangle of a user's factor is never read, in the derivatives either."""
@@ -198,7 +203,8 @@ def _cholesky_solve_jvp(
     if dc is None and db is None:
         return None
     vector = res.b.ndim == 1
-    c, x = res.c, res.x
+    # c's own triangle only: the derivatives must not read (nor feed) the other one
+    c, x = _triangle(xp, res.c, upper), res.x
     factor = CholeskyFactor(None, c, upper)
     rhs = None if db is None else as_matrix_rhs(db, vector, True)
     extra = None
@@ -224,7 +230,8 @@ def _cholesky_solve_vjp(
 ) -> tuple[Array | None, Array | None]:
     xp = la.xp
     vector = res.b.ndim == 1
-    c, x = res.c, res.x
+    # c's own triangle only: the derivatives must not read (nor feed) the other one
+    c, x = _triangle(xp, res.c, upper), res.x
     g = la.cholesky_solve(CholeskyFactor(None, c, upper), as_matrix_rhs(xbar, vector, True))
     cbar = None
     if needs[0]:
