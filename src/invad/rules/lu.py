@@ -34,7 +34,17 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ._linalg import Array, ArrayMeta, Factor, Linalg, cotangent_for, diagonal, first_zero, mH
+from ._linalg import (
+    Array,
+    ArrayMeta,
+    Factor,
+    Linalg,
+    Trans,
+    cotangent_for,
+    diagonal,
+    first_zero,
+    mH,
+)
 from ._rule import Contract, Param, Primal, Rule, check_dtype, check_flag, check_square
 from .solve import as_matrix_rhs, check_rhs, from_matrix_rhs
 
@@ -234,7 +244,7 @@ def _check_lu_solve(
     check_rhs(op, LU, b, left, "LU")
 
 
-def _core_trans(left: bool, adjoint: bool) -> str:
+def _core_trans(left: bool, adjoint: bool) -> Trans:
     """The left solve every case reduces to: with A ("N") or with A^H ("H")."""
     return "H" if adjoint == left else "N"
 
@@ -371,6 +381,7 @@ LU_SOLVE = Rule(
             "of LU and b broadcast. Mixed dtypes promote; each cotangent has its input's dtype."
         ),
         integer_inputs=("pivots",),
+        core_ndim=(2, 1, 2),
     ),
     check=_check_lu_solve,
     primal=_lu_solve_primal,

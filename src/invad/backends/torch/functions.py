@@ -284,7 +284,9 @@ def _rule_functions(
         return None if shape == values[carrier_value].shape else shape
 
     def mark(ctx: Any, values: Sequence[Any], rest: Sequence[Any]) -> None:
-        """Mark the outputs that carry no derivative: pivots, info, extras, the carrier."""
+        """Mark the outputs that carry no derivative: pivots, info, extras, the carrier (an
+        extra may be None: solve(assume_a="pos") keeps no pivots)."""
+        rest = [x for x in rest if x is not None]
         if frozen:
             ctx.mark_non_differentiable(*[values[j] for j in frozen], *rest)
         else:

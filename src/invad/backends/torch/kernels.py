@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from ...rules import Factor
+from ...rules import CholeskyFactor, Factor
 from . import _state as state
 from .functions import _apply_fast, _function_class, _in_jvp
 
@@ -46,8 +46,10 @@ def _check_solve_ex() -> bool:
 # ---------------------------------------------------------------------------
 
 #: The solve against op(A)^H that the derivatives of a solve against op(A) need:
-#: (A)^H = A^H, (A^H)^H = A, (A^T)^H = conj(A), conj(A)^H = A^T.
-_ADJOINT = {"N": "H", "H": "N", "T": "C", "C": "T"}
+#: (A)^H = A^H, (A^H)^H = A, (A^T)^H = conj(A), conj(A)^H = A^T. "P" is a solve with a
+#: Hermitian positive-definite A from its lower Cholesky factor (in place of ``lu``,
+#: ``pivots`` None): A^H = A.
+_ADJOINT = {"N": "H", "H": "N", "T": "C", "C": "T", "P": "P"}
 
 
 def _raw_lu_solve(lu: Any, pivots: Any, b: Any, trans: str, kernel: Any = None) -> Any:
@@ -61,6 +63,8 @@ def _raw_lu_solve(lu: Any, pivots: Any, b: Any, trans: str, kernel: Any = None) 
     kernel = kernel or _lu_solve_kernel
     if b.dtype != lu.dtype:
         b = b.to(lu.dtype)
+    if trans == "P":  # lu is the lower Cholesky factor of A
+        return state.torch.cholesky_solve(b, lu)
     if trans == "N" or (trans == "C" and not lu.is_complex()):
         return kernel(lu, pivots, b, True, False)
     if trans == "H" or not lu.is_complex():  # "H", or "T" of a real matrix
@@ -148,8 +152,8 @@ def _raw_vmap(
 
 
 def _op(trans: str, m: Any) -> Any:
-    """``op(m)`` for ``trans`` in N, T, H, C."""
-    if trans == "N":
+    """``op(m)`` for ``trans`` in N, T, H, C (and P: A itself)."""
+    if trans in ("N", "P"):
         return m
     if trans == "T":
         return m.mT
@@ -196,7 +200,7 @@ def _lu_solve_backward(ctx: Any, xbar: Any) -> tuple[Any, ...]:
     bbar = _lu_solve(a, lu, pivots, xbar, _ADJOINT[trans])
     abar = None
     if need_a:
-        if trans == "N":
+        if trans in ("N", "P"):
             abar = -(bbar @ x.mH)
         elif trans == "H":
             abar = -(x @ bbar.mH)
@@ -409,6 +413,29 @@ def _fused_solve_fits(a: Any, b: Any, trans: str) -> bool:
     )
 
 
+def _cholesky(a: Any, upper: bool) -> tuple[Any, Any]:
+    """``torch.linalg.cholesky_ex`` (it reads one triangle), with ``info`` also where a pivot
+    came out NaN: LAPACK builds differ on whether ``potrf`` looks for it."""
+    torch = state.torch
+    c, info = torch.linalg.cholesky_ex(a, upper=upper)
+    d = torch.diagonal(c, dim1=-2, dim2=-1)
+    failed = ~(torch.isfinite(d) & (d.real > 0))
+    if d.shape[-1] == 0:
+        return c, info
+    first = (torch.argmax(failed.to(torch.int32), dim=-1) + 1).to(info.dtype)
+    found = torch.where(failed.any(dim=-1), first, torch.zeros_like(info))
+    return c, torch.where(info == 0, found, info)
+
+
+def _cholesky_solve(factor: CholeskyFactor, b: Any) -> Any:
+    """``A^-1 b`` from ``A``'s Cholesky factor: ``torch.cholesky_solve`` (batches broadcast),
+    differentiable by torch with respect to the factor and ``b``."""
+    c = factor.c
+    if b.dtype != c.dtype:
+        b = b.to(c.dtype)
+    return state.torch.cholesky_solve(b, c, upper=factor.upper)
+
+
 class TorchKernels:
     """The kernels of the forward pass: torch.linalg's LAPACK wrappers, no autograd of ours.
 
@@ -452,6 +479,8 @@ class TorchKernels:
     permute_rows = staticmethod(_permute_rows)
     slogdet = staticmethod(_slogdet)
     det = staticmethod(_det)
+    cholesky = staticmethod(_cholesky)
+    cholesky_solve = staticmethod(_cholesky_solve)
 
     @staticmethod
     def if_any(mask: Any, then: Callable[[], Any], otherwise: Callable[[], Any]) -> Any:
@@ -483,6 +512,15 @@ class DifferentiableKernels(TorchKernels):
         if factor.a is None:
             return _triangular_lu_solve(factor, b, trans)
         return _lu_solve(factor.a, lu, _int32(factor.pivots), b, trans)
+
+    @staticmethod
+    def cholesky_solve(factor: CholeskyFactor, b: Any) -> Any:
+        """With the matrix (``solve(assume_a="pos")``): differentiable w.r.t. ``a`` and ``b``
+        as ``lu_solve`` is, through the same Function; with a user's factor, torch's own
+        derivative of ``cholesky_solve`` w.r.t. the factor and ``b``."""
+        if factor.a is None or factor.upper:
+            return _cholesky_solve(factor, b)
+        return _lu_solve(factor.a, factor.c, None, b, "P")
 
 
 def _triangular_lu_solve(factor: Factor, b: Any, trans: str) -> Any:
@@ -527,6 +565,8 @@ class CompileKernels:
     permute_rows = staticmethod(_permute_rows)
     slogdet = staticmethod(_slogdet)
     det = staticmethod(_det)
+    cholesky = staticmethod(_cholesky)
+    cholesky_solve = staticmethod(_cholesky_solve)
 
     @staticmethod
     def if_any(mask: Any, then: Callable[[], Any], otherwise: Callable[[], Any]) -> Any:

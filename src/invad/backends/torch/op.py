@@ -51,7 +51,7 @@ def _torch_op(
     defaults = tuple(p.default for p in rule.contract.params)
     returns_info = rule.returns_info
     raises = rule.raises and not returns_info
-    what = rule.contract.zero_pivot
+    zero_pivot = rule.contract.zero_pivot
     multi = rule.multi
     n_val = len(rule.value_names)
     primal = rule.primal
@@ -77,15 +77,16 @@ def _torch_op(
                 checked.clear()
             checked.add(key)
 
-    def finish(out: tuple[Any, ...], a: Any) -> Any:
+    def finish(out: tuple[Any, ...], a: Any, pvals: tuple[Any, ...]) -> Any:
         """The op's result from the Function's outputs ``(*values, info, ...)``: ``info``
-        returned or checked."""
+        returned or checked (the message may depend on a parameter: ``assume_a``)."""
         if returns_info:
             return out[: n_val + 1]
         if raises:
             info = out[n_val]
             # A plain 0-d zero (one matrix, factored) needs no more: the common case.
             if info.ndim or state.transforms_active() or info.is_meta or info:
+                what = rule.zero_pivot(dict(zip(params, pvals))) if params else zero_pivot
                 singular(name, a.shape, info, what)
         return out[:n_val] if multi else out[0]
 
@@ -156,14 +157,14 @@ def _torch_op(
                 dtype = state.torch.promote_types(a.dtype, b.dtype)
                 a, b = a.to(dtype), b.to(dtype)
             if state.transforms_active():
-                return finish(fn.apply(a, b, *pvals), a)
+                return finish(fn.apply(a, b, *pvals), a, pvals)
             if (
                 state.torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
             ) or state.forward_ad._current_level >= 0:
                 out = fast(unwrap(a), unwrap(b), *pvals)
             else:
                 out = without_grad((a, b), pvals)
-            return finish(out, a)
+            return finish(out, a, pvals)
 
     elif n_in == 1:  # inv, tensorinv, lu_factor, det, slogdet
 
@@ -181,14 +182,14 @@ def _torch_op(
             except (TypeError, AttributeError):
                 validate(args, pvals)
             if state.transforms_active():
-                return finish(fn.apply(a, *pvals), a)
+                return finish(fn.apply(a, *pvals), a, pvals)
             if (
                 state.torch.is_grad_enabled() and a.requires_grad
             ) or state.forward_ad._current_level >= 0:
                 out = fast(unwrap(a), *pvals)
             else:
                 out = without_grad(args, pvals)
-            return finish(out, a)
+            return finish(out, a, pvals)
 
     else:  # any other number of inputs, integer ones among them (lu_solve)
 
@@ -209,14 +210,14 @@ def _torch_op(
                 _check_same_device(backend, name, args, inputs)
             args = promoted(args)
             if state.transforms_active():
-                return finish(fn.apply(*args, *pvals), args[0])
+                return finish(fn.apply(*args, *pvals), args[0], pvals)
             if (
                 state.torch.is_grad_enabled() and any(args[i].requires_grad for i in floats)
             ) or state.forward_ad._current_level >= 0:
                 out = fast(*[unwrap(x) for x in args], *pvals)
             else:
                 out = without_grad(args, pvals)
-            return finish(out, args[0])
+            return finish(out, args[0], pvals)
 
     op.__name__ = op.__qualname__ = name
     op.__doc__ = op_docstring(rule)
