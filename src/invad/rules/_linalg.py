@@ -193,6 +193,12 @@ def is_complex(xp: Any, x: Array) -> bool:
     return result
 
 
+def device(x: Array) -> Any:
+    """``x.device``, or ``None`` (the default device) for an array without one: a JAX
+    tracer under ``jit`` has none, and its computation runs where the trace is placed."""
+    return getattr(x, "device", None)
+
+
 def mT(xp: Any, x: Array) -> Array:
     """Transpose of the last two axes."""
     # The array API's `x.mT` costs a fraction of `matrix_transpose` through array_api_compat;
@@ -265,9 +271,9 @@ def first_zero(xp: Any, d: Array) -> Array:
     zero = d == 0
     n = d.shape[-1]
     if n == 0:
-        return xp.zeros(d.shape[:-1], dtype=xp.int32, device=d.device)
-    k = xp.arange(1, n + 1, dtype=xp.int32, device=d.device)
-    big = xp.asarray(n + 1, dtype=xp.int32, device=d.device)
+        return xp.zeros(d.shape[:-1], dtype=xp.int32, device=device(d))
+    k = xp.arange(1, n + 1, dtype=xp.int32, device=device(d))
+    big = xp.asarray(n + 1, dtype=xp.int32, device=device(d))
     first = xp.min(xp.where(zero, k, big), axis=-1)
     return xp.where(first == big, xp.zeros_like(first), first)
 
@@ -275,9 +281,9 @@ def first_zero(xp: Any, d: Array) -> Array:
 def pivot_sign(xp: Any, pivots: Array, base: int, dtype: Any) -> Array:
     """``det(P)``, +1 or -1 per batch element: -1 per row interchange that moves a row."""
     k = pivots.shape[-1]
-    rows = xp.arange(base, base + k, dtype=pivots.dtype, device=pivots.device)
+    rows = xp.arange(base, base + k, dtype=pivots.dtype, device=device(pivots))
     swaps = xp.sum(xp.astype(pivots != rows, xp.int32), axis=-1)
-    one = xp.ones(swaps.shape, dtype=dtype, device=pivots.device)
+    one = xp.ones(swaps.shape, dtype=dtype, device=device(pivots))
     return xp.where(swaps % 2 == 1, -one, one)
 
 
@@ -309,7 +315,7 @@ def det_of_lu(xp: Any, factor: Factor, base: int) -> Array:
 
 
 def _row_index(xp: Any, n: int, like: Array) -> Array:
-    return xp.reshape(xp.arange(n, device=like.device), (n, 1))
+    return xp.reshape(xp.arange(n, device=device(like)), (n, 1))
 
 
 def _select_row(xp: Any, x: Array, onehot: Array) -> Array:
@@ -339,7 +345,7 @@ def portable_lu_factor(xp: Any, a: Array) -> tuple[Factor, Array]:
     m, n = a.shape[-2], a.shape[-1]
     batch = tuple(a.shape[:-2])
     lu = xp.asarray(a, copy=True)
-    info = xp.zeros(batch, dtype=xp.int32, device=a.device)
+    info = xp.zeros(batch, dtype=xp.int32, device=device(a))
     rows = _row_index(xp, m, a)
     tiny = xp.finfo(a.dtype).smallest_normal
     pivots = []
@@ -353,7 +359,7 @@ def portable_lu_factor(xp: Any, a: Array) -> tuple[Factor, Array]:
         pivot = row_p[..., 0, k]
         singular = pivot == 0
         info = xp.where(
-            (info == 0) & singular, xp.asarray(k + 1, dtype=xp.int32, device=a.device), info
+            (info == 0) & singular, xp.asarray(k + 1, dtype=xp.int32, device=device(a)), info
         )
         if k + 1 < m:
             # A zero pivot means the column below is zero too: leave it, as getf2 does.
@@ -368,7 +374,7 @@ def portable_lu_factor(xp: Any, a: Array) -> tuple[Factor, Array]:
     if pivots:
         piv = xp.stack(pivots, axis=-1)
     else:
-        piv = xp.zeros((*batch, 0), dtype=xp.int64, device=a.device)
+        piv = xp.zeros((*batch, 0), dtype=xp.int64, device=device(a))
     return Factor(a, lu, piv), info
 
 
@@ -458,5 +464,5 @@ def portable_solve_triangular(
 
 def portable_inv(xp: Any, a: Array) -> tuple[Array, Array]:
     factor, info = portable_lu_factor(xp, a)
-    eye = xp.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    eye = xp.eye(a.shape[-1], dtype=a.dtype, device=device(a))
     return portable_lu_solve(xp, factor, eye, "N"), info

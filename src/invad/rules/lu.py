@@ -34,7 +34,17 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ._linalg import Array, ArrayMeta, Factor, Linalg, cotangent_for, diagonal, first_zero, mH
+from ._linalg import (
+    Array,
+    ArrayMeta,
+    Factor,
+    Linalg,
+    cotangent_for,
+    device,
+    diagonal,
+    first_zero,
+    mH,
+)
 from ._rule import Contract, Param, Primal, Rule, check_dtype, check_flag, check_square
 from .solve import as_matrix_rhs, check_rhs, from_matrix_rhs
 
@@ -44,7 +54,7 @@ from .solve import as_matrix_rhs, check_rhs, from_matrix_rhs
 def _unit_lower(xp: Any, square: Array) -> Array:
     """``L1``: the strictly lower triangle of a square block, with ones on the diagonal."""
     n = square.shape[-1]
-    return xp.tril(square, k=-1) + xp.eye(n, dtype=square.dtype, device=square.device)
+    return xp.tril(square, k=-1) + xp.eye(n, dtype=square.dtype, device=device(square))
 
 
 def _times_inv_upper(la: Linalg, square: Array, x: Array) -> Array:
