@@ -314,7 +314,11 @@ def op_fns(case: Case) -> tuple[Any, Any]:
 
 
 def floats_of(case: Case, xs: tuple) -> tuple:
-    return tuple(x for x, is_int in zip(xs, integer(case)) if not is_int)
+    """The entries of ``xs`` for the floating inputs (``xs`` as they are if it holds only those)."""
+    mask = integer(case)
+    if len(xs) == len(mask) - sum(mask):
+        return tuple(xs)
+    return tuple(x for x, is_int in zip(xs, mask) if not is_int)
 
 
 def with_floats(case: Case, fn: Any, xs: tuple) -> Any:
