@@ -1,7 +1,9 @@
 """The test matrix: one session per backend, each in its own environment.
 
-nox                    # every session
+nox                    # every session (about half an hour on 2 cores, most of it tests-jax)
 nox -s tests-numpy     # one of them
+
+Each session's time is in README.md and CONTRIBUTING.md.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ nox.options.sessions = [
     "tests-torch",
     "tests-jax",
     "tests-cupy",
+    "tests-dask",
+    "examples",
     "docs",
 ]
 
@@ -26,11 +30,16 @@ TORCH_PIN = ("-c", "constraints/torch.txt")
 
 #: The tests every backend's session runs on its backend (tests-numpy runs all of tests/).
 EVERY_BACKEND = (
+    "tests/test_cholesky.py",
+    "tests/test_lu_family.py",
     "tests/test_singular.py",
     "tests/test_tensorsolve.py",
     "tests/test_inputs.py",
     "tests/test_threads.py",
+    "tests/test_quiet.py",
 )
+#: The Python blocks of README.md and docs/: each session runs those of its framework.
+CODE_BLOCKS = "tests/test_code_blocks.py"
 
 
 def pytest(
@@ -90,6 +99,7 @@ def tests_torch(session: nox.Session) -> None:
         "tests/test_torch.py",
         "tests/test_torch_compile.py",
         "tests/test_devices.py",
+        CODE_BLOCKS,
         *EVERY_BACKEND,
     )
     conformance(session, "torch")
@@ -97,7 +107,8 @@ def tests_torch(session: nox.Session) -> None:
 
 @nox.session(name="tests-jax")
 def tests_jax(session: nox.Session) -> None:
-    """The JAX backend, its device contract and sharding on two forced host devices, then the kit.
+    """The JAX backend, its device contract, sharding on two forced host devices and across
+    two processes (jax.distributed), then the kit.
 
     JAX_ENABLE_X64=1: the float64 and complex128 cases need 64-bit JAX, which invad
     never switches on by itself. XLA_FLAGS must be set before jax is imported, so the
@@ -107,8 +118,19 @@ def tests_jax(session: nox.Session) -> None:
     session.install(".[test,jax]")
     x64 = {"JAX_ENABLE_X64": "1"}
     pytest(session, "jax", "tests/test_jax.py", *EVERY_BACKEND, env=x64)
+    # Two processes joined by jax.distributed, one device each (the test spawns them).
+    pytest(session, "jax", "tests/test_jax_multiprocess.py", env=x64)
     two_devices = {**x64, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    pytest(session, "jax", "tests/test_devices.py", "tests/test_jax_sharding.py", env=two_devices)
+    pytest(
+        session,
+        "jax",
+        "tests/test_devices.py",
+        "tests/test_jax_sharding.py",
+        CODE_BLOCKS,  # the docs' JAX blocks, the two-device one included
+        # the kit without 64-bit JAX (the test turns x64 off in its own subprocess)
+        "tests/test_kit.py::test_the_kit_on_jax_without_64_bit_mode",
+        env=two_devices,
+    )
     conformance(session, "jax", env=x64)
 
 
@@ -139,8 +161,46 @@ def tests_cupy(session: nox.Session) -> None:
             "no CUDA GPU visible (nvidia-smi found no device): the CuPy backend's tests need one"
         )
     session.install(".[test,cupy]")  # cupy-cuda12x
-    pytest(session, "cupy", "tests/test_cupy.py", "tests/test_devices.py", *EVERY_BACKEND)
+    pytest(
+        session, "cupy", "tests/test_cupy.py", "tests/test_devices.py", CODE_BLOCKS, *EVERY_BACKEND
+    )
     conformance(session, "cupy")
+
+
+@nox.session(name="tests-dask")
+def tests_dask(session: nox.Session) -> None:
+    """The Dask backend on a dask.distributed LocalCluster (two worker processes), against
+    NumPy; then the conformance kit's oracle replays on it.
+
+    OPENBLAS_NUM_THREADS=1 in this process too, as dask.distributed sets it in its workers:
+    the tests compare thousands of tiny LAPACK calls, which OpenBLAS's thread pool slows
+    down a hundredfold on a busy 2-core machine.
+    """
+    session.install(".[test,dask]")
+    one_thread = {"OPENBLAS_NUM_THREADS": "1"}
+    # test_singular.py is left out: with several singular matrices in several chunks, the
+    # error names the first one of the chunk that fails first, not of the whole batch.
+    every = [path for path in EVERY_BACKEND if path != "tests/test_singular.py"]
+    pytest(session, "dask", "tests/test_dask.py", *every, CODE_BLOCKS, env=one_thread)
+    session.run(
+        "pytest",
+        "--pyargs",
+        "invad.testing",
+        "--invad-backend",
+        "dask",
+        "-q",
+        "-k",
+        "oracle",
+        env=one_thread,
+    )
+
+
+@nox.session
+def examples(session: nox.Session) -> None:
+    """The workloads of docs/examples/ (GP regression, implicit differentiation), which run on
+    torch, JAX and NumPy side by side: each script runs and what it prints is checked."""
+    session.install(*TORCH_PIN, ".[test,torch,jax]", "matplotlib")
+    session.run("pytest", "tests/test_examples.py", *session.posargs)
 
 
 @nox.session
@@ -160,7 +220,8 @@ def typecheck(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """The documentation site, warnings as errors (op pages generated from the rule contracts).
 
-    docs/benchmarks.md and its plot are the committed output of benchmarks/run_all.py.
+    docs/benchmarks.md and its plot are the committed output of benchmarks/run_all.py;
+    docs/ops/ holds the op pages as committed copies (python docs/hooks.py rewrites them).
     """
     session.install(".[docs]")
     session.run("mkdocs", "build", "--strict", "--site-dir", f"{session.create_tmp()}/site")

@@ -7,7 +7,10 @@
 derivative from an explicit inverse (NumPy has no AD to compare with), and
 ``solve_ex``/``inv_ex`` on a batch of 100 000 4x4 systems holding k singular
 matrices against the same batch with none: the singular ones must cost work
-proportional to k, not a loop over the batch.
+proportional to k, not a loop over the batch. The LU family: ``slogdet`` and
+``det`` forward against ``numpy.linalg``'s, and "factor once, solve many": one
+``lu_factor`` and 100 ``lu_solve`` calls with their VJPs against 100 ``solve``
+calls with theirs, at n = 256 and one right-hand side.
 """
 
 from __future__ import annotations
@@ -39,7 +42,78 @@ def run(repeats: int = 15) -> list[dict[str, Any]]:
                 "native": r["via inverse"],
             }
         )
-    return rows + singular_rows(repeats)
+    return rows + singular_rows(repeats) + determinant_rows(repeats) + factor_once_rows(repeats)
+
+
+#: (n, batch) of the determinant rows: n >= 64, where NumPy's own slogdet is the bar.
+DETERMINANT_SIZES = ((64, (256,)), (256, (16,)), (1024, ()))
+
+
+def determinant_rows(repeats: int = 15) -> list[dict[str, Any]]:
+    """``slogdet`` and ``det`` forward against ``numpy.linalg.slogdet`` and ``det``."""
+    ops = invad.install()
+    rng = np.random.default_rng(1)
+    rows = []
+    for n, batch in DETERMINANT_SIZES:
+        a = rng.standard_normal((*batch, n, n)) / n**0.5  # det neither overflows nor underflows
+        for op, native in (("slogdet", np.linalg.slogdet), ("det", np.linalg.det)):
+            times = bench.median_times(
+                {
+                    "invad": functools.partial(getattr(ops, op), a),
+                    "native": functools.partial(native, a),
+                },
+                repeats,
+                interleave=False,  # NumPy's and SciPy's OpenBLAS threads: see median_times
+            )
+            rows.append(
+                {
+                    "backend": "numpy",
+                    "op": f"{op} (forward only)",
+                    "n": n,
+                    "batch": batch,
+                    "k": 0,
+                    **times,
+                }
+            )
+    return rows
+
+
+#: Factor once, solve many: how many solves share one factorization.
+SOLVES = 100
+
+
+def factor_once_rows(repeats: int = 5, n: int = 256) -> list[dict[str, Any]]:
+    """One ``lu_factor`` + 100 ``lu_solve`` (value and VJP) against 100 ``solve`` (the same)."""
+    ops = invad.install()
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((n, n)) + n**0.5 * np.eye(n)
+    bs = rng.standard_normal((SOLVES, n))
+    xbars = rng.standard_normal((SOLVES, n))
+
+    def factor_once() -> None:
+        (lu, piv), _ = ops.jvp("lu_factor", (a,), (None,))
+        lubar = np.zeros_like(lu)
+        for b, xbar in zip(bs, xbars):
+            _, (dlu, _, _) = ops.vjp("lu_solve", (lu, piv, b), xbar)
+            lubar += dlu
+        ops.vjp("lu_factor", (a,), (lubar, None))
+
+    def solve_each() -> None:
+        for b, xbar in zip(bs, xbars):
+            ops.vjp("solve", (a, b), xbar)
+
+    times = bench.median_times({"invad": factor_once, "native": solve_each}, repeats)
+    return [
+        {
+            "backend": "numpy",
+            "op": f"1 lu_factor + {SOLVES} lu_solve vs {SOLVES} solve, fwd+vjp",
+            "n": n,
+            "batch": (),
+            "k": 1,
+            **times,
+            "plot": False,  # invad against invad, not against a native op
+        }
+    ]
 
 
 def singular_rows(repeats: int = 15) -> list[dict[str, Any]]:

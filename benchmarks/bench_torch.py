@@ -1,7 +1,7 @@
-"""PyTorch backend: invad's ``inv`` and ``solve`` against ``torch.linalg``, forward plus backward.
+"""PyTorch backend: invad's ops against ``torch.linalg``, forward plus backward.
 
     python benchmarks/bench_torch.py [--repeats N] [--dtype float64|float32|complex128]
-        [--no-memory] [--no-timing] [--no-compile | --compile-only]
+        [--no-memory] [--no-timing] [--no-compile | --compile-only] [--no-lu | --lu-only]
 
 For each size of ``invad.bench.SIZES`` (n=3 one matrix; n=4 batch 10000;
 n=64 batch 256; n=256 batch 16; n=1024 one matrix with 64 right-hand sides),
@@ -13,6 +13,15 @@ time of ``time.perf_counter``, after a warm-up call):
 - ``fwd``: the op alone under ``torch.no_grad()`` (for reference).
 
 Ratios are invad over native: below 1 means invad is faster.
+
+The LU family (``LU_SIZES``: n=64 batch 256; n=256 batch 16; one right-hand
+side), fwd+bwd and fwd as above: ``det``, ``slogdet`` (the cotangent on
+``logabsdet``), ``lu_solve(*lu_factor(a), b)`` (gradients of ``a`` and ``b``)
+and ``solve_triangular(a, b, upper=True)`` against their ``torch.linalg``
+counterparts; ``slogdet hvp``: a Hessian-vector product of ``sum(logabsdet)``
+by double backward. Factor once, solve many (n=256, k=1): one ``lu_factor``
+and 100 ``lu_solve`` calls against 100 ``solve`` calls, forward plus one
+backward pass, both invad (a ratio below 1 is the gain).
 
 Compiled (``COMPILED_SIZES``: n=3 one matrix; n=64 batch 256): ``fwd+bwd
 compiled`` times ``torch.autograd.grad`` of ``sum(op(a[, b]) * ybar)``, the
@@ -40,6 +49,11 @@ import numpy as np
 
 OPS = ("inv", "solve")
 COMPILED_SIZES = ((3, (), 1), (64, (256,), 1))
+#: The LU family's sizes (n, batch, k): issue 11's targets.
+LU_SIZES = ((64, (256,), 1), (256, (16,), 1))
+LU_OPS = ("det", "slogdet", "lu_factor+lu_solve", "solve_triangular")
+#: Factor once, solve many: one lu_factor and SOLVES lu_solve calls against SOLVES solve calls.
+SOLVES = 100
 
 
 def _inputs(torch: Any, n: int, batch: tuple[int, ...], k: int, dtype: Any, seed: int = 0) -> Any:
@@ -82,6 +96,124 @@ def _cases(torch: Any, ops: Any, op: str, a: Any, b: Any) -> dict[str, Any]:
         "invad fwd": fwd(mine),
         "native fwd": fwd(theirs),
     }
+
+
+def _lu_cases(torch: Any, ops: Any, op: str, a: Any, b: Any) -> dict[str, Any]:
+    """The LU family's timed functions: invad's op against torch.linalg's, fwd+bwd and fwd.
+
+    ``det`` and ``slogdet`` (the cotangent on ``logabsdet``: a real sign is constant)
+    differentiate with respect to ``a``; ``lu_solve(*lu_factor(a), b)`` and
+    ``solve_triangular(a, b, upper=True)`` with respect to ``a`` and ``b``.
+    """
+    a = a.clone().requires_grad_()
+    b = b.clone().requires_grad_()
+    args: tuple[Any, ...] = (a,)
+    if op == "det":
+        mine, theirs = ops.det, torch.linalg.det
+    elif op == "slogdet":
+        mine, theirs = (lambda a: ops.slogdet(a)[1]), (lambda a: torch.linalg.slogdet(a)[1])
+    elif op == "lu_factor+lu_solve":
+        args = (a, b)
+        mine = lambda a, b: ops.lu_solve(*ops.lu_factor(a), b)  # noqa: E731
+        theirs = lambda a, b: torch.linalg.lu_solve(*torch.linalg.lu_factor(a), b)  # noqa: E731
+    else:
+        args = (a, b)
+        mine = lambda a, b: ops.solve_triangular(a, b, upper=True)  # noqa: E731
+        theirs = lambda a, b: torch.linalg.solve_triangular(a, b, upper=True)  # noqa: E731
+    ybar = torch.randn_like(theirs(*args).detach())
+
+    def fwd_bwd(f: Any) -> Any:
+        return lambda: torch.autograd.grad(f(*args), args, ybar)
+
+    def fwd(f: Any) -> Any:
+        def run() -> Any:
+            with torch.no_grad():
+                return f(*args)
+
+        return run
+
+    return {
+        "invad": fwd_bwd(mine),
+        "native": fwd_bwd(theirs),
+        "invad fwd": fwd(mine),
+        "native fwd": fwd(theirs),
+    }
+
+
+def _hvp_cases(torch: Any, ops: Any, a: Any) -> dict[str, Any]:
+    """A Hessian-vector product of ``sum(logabsdet)``: double backward, invad's slogdet
+    against torch.linalg's."""
+    a = a.clone().requires_grad_()
+    v = torch.randn_like(a)
+
+    def hvp(slogdet: Any) -> Any:
+        def run() -> Any:
+            (g,) = torch.autograd.grad(slogdet(a)[1].sum(), a, create_graph=True)
+            return torch.autograd.grad(g, a, v)
+
+        return run
+
+    return {"invad": hvp(ops.slogdet), "native": hvp(torch.linalg.slogdet)}
+
+
+def _factor_once_cases(torch: Any, ops: Any, n: int, dtype: Any) -> dict[str, Any]:
+    """One ``lu_factor`` and SOLVES ``lu_solve`` calls against SOLVES ``solve`` calls, each
+    with one right-hand side, forward plus one backward pass (gradients of ``a`` and of
+    every right-hand side): both invad."""
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(n, n, dtype=dtype, generator=g) + 2 * n**0.5 * torch.eye(n, dtype=dtype)
+    a.requires_grad_()
+    bs = torch.randn(SOLVES, n, 1, dtype=dtype, generator=g).requires_grad_()
+    ybars = torch.randn(SOLVES, n, 1, dtype=dtype, generator=g)
+
+    def factor_once() -> Any:
+        lu, pivots = ops.lu_factor(a)
+        loss = sum((ops.lu_solve(lu, pivots, bs[i]) * ybars[i]).sum() for i in range(SOLVES))
+        return torch.autograd.grad(loss, (a, bs))
+
+    def solve_each() -> Any:
+        loss = sum((ops.solve(a, bs[i]) * ybars[i]).sum() for i in range(SOLVES))
+        return torch.autograd.grad(loss, (a, bs))
+
+    return {"invad": factor_once, "native": solve_each}
+
+
+def run_lu(repeats: int = 40, dtype: str = "float64") -> list[dict[str, Any]]:
+    """Rows of the LU family against torch.linalg (fwd+bwd and fwd), the Hessian-vector
+    product of slogdet, and factor once, solve many."""
+    import torch
+
+    import invad
+    from invad.bench import median_times
+
+    ops = invad.install("torch")
+    tdtype = getattr(torch, dtype)
+    rows = []
+    for n, batch, k in LU_SIZES:
+        a, b = _inputs(torch, n, batch, k, tdtype)
+        for op in LU_OPS:
+            t = median_times(_lu_cases(torch, ops, op, a, b), repeats)
+            size = {"backend": "torch", "n": n, "batch": batch, "k": k if "solve" in op else 0}
+            rows.append({**size, "op": f"{op} fwd+bwd", "invad": t["invad"], "native": t["native"]})
+            rows.append(
+                {**size, "op": f"{op} fwd", "invad": t["invad fwd"], "native": t["native fwd"]}
+            )
+        t = median_times(_hvp_cases(torch, ops, a), repeats)
+        size = {"backend": "torch", "n": n, "batch": batch, "k": 0}
+        rows.append({**size, "op": "slogdet hvp", "invad": t["invad"], "native": t["native"]})
+    t = median_times(_factor_once_cases(torch, ops, 256, tdtype), max(5, repeats // 4))
+    rows.append(
+        {
+            "backend": "torch",
+            "op": f"1 lu_factor + {SOLVES} lu_solve vs {SOLVES} solve, fwd+bwd",
+            "n": 256,
+            "batch": (),
+            "k": 1,
+            **t,
+            "plot": False,  # invad against invad, not against a native op
+        }
+    )
+    return rows
 
 
 def _compiled_cases(torch: Any, ops: Any, op: str, a: Any, b: Any) -> dict[str, Any]:
@@ -164,9 +296,11 @@ def memory(torch: Any, ops: Any, op: str, a: Any, b: Any) -> dict[str, int]:
     return out
 
 
-def run(repeats: int = 40, dtype: str = "float64", compiled: bool = True) -> list[dict[str, Any]]:
+def run(
+    repeats: int = 40, dtype: str = "float64", compiled: bool = True, lu: bool = True
+) -> list[dict[str, Any]]:
     """Rows ``{backend, op, n, batch, k, invad, native}`` for ``benchmarks/run_all.py``:
-    eager, then (``compiled``) compiled with ``torch.compile``."""
+    eager, then (``lu``) the LU family, then (``compiled``) compiled with ``torch.compile``."""
     import torch
 
     import invad
@@ -186,6 +320,8 @@ def run(repeats: int = 40, dtype: str = "float64", compiled: bool = True) -> lis
             rows.append(
                 {**size, "op": f"{op} fwd", "invad": t["invad fwd"], "native": t["native fwd"]}
             )
+    if lu:
+        rows += run_lu(repeats, dtype)
     if compiled:
         rows += run_compiled(repeats, dtype)
     return rows
@@ -211,6 +347,8 @@ def main() -> int:
     parser.add_argument(
         "--compile-only", action="store_true", help="time the torch.compile comparison only"
     )
+    parser.add_argument("--no-lu", action="store_true", help="skip the LU family")
+    parser.add_argument("--lu-only", action="store_true", help="time the LU family only")
     args = parser.parse_args()
 
     import torch
@@ -224,7 +362,7 @@ def main() -> int:
     )
     if not args.no_timing:
         _timing(args)
-    if not args.no_memory and not args.compile_only:
+    if not args.no_memory and not args.compile_only and not args.lu_only:
         _memory(args)
     return 0
 
@@ -233,8 +371,10 @@ def _timing(args: Any) -> None:
     print("median seconds of interleaved repeats in one process; ratio = invad / native\n")
     if args.compile_only:
         rows = run_compiled(args.repeats, args.dtype)
+    elif args.lu_only:
+        rows = run_lu(args.repeats, args.dtype)
     else:
-        rows = run(args.repeats, args.dtype, compiled=not args.no_compile)
+        rows = run(args.repeats, args.dtype, compiled=not args.no_compile, lu=not args.no_lu)
     header = ("op", "n", "batch", "k", "invad", "native", "ratio")
     table = [
         (

@@ -21,6 +21,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from invad._progress import Progress
+from invad.cli import positive_int
+
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent / "docs"
 BACKENDS = ("numpy", "torch", "jax")
@@ -133,15 +136,21 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, str], image: str) -> st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=40)
+    parser.add_argument(
+        "--repeats", type=positive_int, default=40, help="timed calls per case (default: 40)"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     args = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []
-    for backend in BACKENDS:
-        if not available(backend):
-            print(f"skipping {backend}: not installed", file=sys.stderr)
-            continue
-        print(f"benchmarking {backend} ...", file=sys.stderr)
-        rows += load_script(backend).run(args.repeats)
+    backends = [b for b in BACKENDS if available(b)]
+    for backend in sorted(set(BACKENDS) - set(backends)):
+        print(f"skipping {backend}: not installed", file=sys.stderr)
+    # Minutes per backend: the clock ticks between steps, so a terminal shows it is alive.
+    with Progress("benchmarks", len(backends), tick=True, enabled=not args.quiet) as progress:
+        for done, backend in enumerate(backends):
+            progress.update(done, what=backend)
+            rows += load_script(backend).run(args.repeats)
+        progress.update(len(backends), what="")
     image = "img/benchmark_ratios.png"
     plot(rows, DOCS / image)
     (DOCS / "benchmarks.md").write_text(markdown(rows, machine(), image))

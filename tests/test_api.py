@@ -60,16 +60,19 @@ def test_rules_lists_every_contract():
         "solve_triangular",
         "det",
         "slogdet",
+        "cholesky",
+        "cholesky_ex",
+        "cholesky_solve",
     ]
     solve = contracts[2]
-    assert solve.inputs == ("a", "b") and [p.name for p in solve.params] == ["left"]
+    assert solve.inputs == ("a", "b") and [p.name for p in solve.params] == ["left", "assume_a"]
     assert "A^-H" in solve.adjoint and "Re tr(X^H Y)" in solve.convention
     assert contracts[3].outputs == ("x", "info") and contracts[3].differentiable_outputs == ("x",)
 
 
 def test_ops_carry_the_rule_signature_and_docs():
     ops = invad.install()
-    assert str(inspect.signature(ops.solve)) == "(a, b, *, left=True)"
+    assert str(inspect.signature(ops.solve)) == "(a, b, *, left=True, assume_a='gen')"
     assert str(inspect.signature(ops.tensorsolve)) == "(a, b, *, axes=None)"
     assert "dX = A^-1 (dB - dA X)" in ops.solve.__doc__
     a = np.eye(2) * 2

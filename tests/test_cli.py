@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib.metadata
 import re
 import subprocess
 import sys
 
-from invad import cli
+import pytest
+
+import invad
+from invad import _progress, cli
+from invad.registry import BackendInfo
 from invad.rules import RULES
 from invad.testing import CHECKS, CheckResult
 from invad.testing.oracle import load_cases, replays
@@ -44,7 +50,7 @@ def test_check_passes_on_numpy_and_prints_op_by_check(capsys):
 
 def test_check_exits_1_when_a_check_fails(capsys, monkeypatch):
     bad = CheckResult("solve", "jvp-fd", "single float64", 1.0, 1e-6, "planted")
-    monkeypatch.setattr(cli, "run_all", lambda name: [bad])
+    monkeypatch.setattr(cli, "run_all", lambda name, **kwargs: [bad])
     assert cli.main(["check"]) == 1
     out = capsys.readouterr().out
     assert "FAIL 1/1" in out and "FAILED solve jvp-fd [single float64]" in out
@@ -60,3 +66,68 @@ def test_python_dash_m_runs_the_cli():
         [sys.executable, "-m", "invad", "backends"], capture_output=True, text=True, check=True
     )
     assert proc.stdout.startswith("backend")
+
+
+def test_version_is_the_package_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"invad {invad.__version__}"
+    assert invad.__version__ == importlib.metadata.version("invad")
+
+
+def test_bare_invad_prints_help_and_exits_0(capsys):
+    assert cli.main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: invad")
+    assert all(command in out for command in ("backends", "check", "bench"))
+
+
+def all_parsers() -> dict[str, argparse.ArgumentParser]:
+    root = cli.parser()
+    (sub,) = (a for a in root._actions if isinstance(a, argparse._SubParsersAction))
+    return {"invad": root, **{f"invad {k}": p for k, p in sub.choices.items()}}
+
+
+def test_every_option_has_help_and_no_help_text_has_rst_markup():
+    parsers = all_parsers()
+    assert set(parsers) == {"invad", "invad backends", "invad check", "invad bench"}
+    for name, parser in parsers.items():
+        for action in parser._actions:
+            if action.option_strings:
+                assert action.help, f"{name} {action.option_strings} has no help"
+        text = parser.format_help()
+        assert "``" not in text and ":class:" not in text, f"{name} --help: {text}"
+
+
+@pytest.mark.parametrize("repeats", ["0", "-3", "two"])
+def test_bench_rejects_repeats_below_1(repeats, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["bench", "--repeats", repeats])
+    assert exit_.value.code == 2
+    assert "--repeats" in capsys.readouterr().err
+
+
+def test_a_backend_without_a_version_shows_as_plain_yes(capsys, monkeypatch):
+    unversioned = BackendInfo("bare", "bare-plugin", None, True, None, None, False, ("cpu",))
+    monkeypatch.setattr(cli, "backends", lambda: [unversioned])
+    assert cli.main(["backends"]) == 0
+    row = capsys.readouterr().out.splitlines()[2]
+    assert row.split() == ["bare", "bare-plugin", "yes", "functional", "cpu"]
+
+
+def test_check_shows_progress_on_stderr_and_quiet_hides_it(capsys, monkeypatch):
+    def fake_run_all(name, progress=None):
+        for done in range(3):
+            progress(done, 3, "inv forward single float64")
+        progress(3, 3, "")
+        return [CheckResult("inv", "forward", "single float64", 0.0, 1.0)]
+
+    monkeypatch.setattr(cli, "run_all", fake_run_all)
+    monkeypatch.setattr(_progress, "QUIET_BELOW", 0.0)  # plain mode: the closing line always
+    assert cli.main(["check"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "invad check numpy: 3/3 done in 0.0 s\n"
+    assert captured.out.startswith("invad check: backend 'numpy', 1 checks, 0 failed")
+    assert cli.main(["check", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""

@@ -1,4 +1,4 @@
-"""The CuPy backend's own paths: devices, singular errors, LU reuse.
+"""The CuPy backend's own paths: devices, singular errors, LU reuse, the Cholesky family.
 
 The conformance suite runs on it with ``INVAD_TEST_BACKENDS=cupy`` (nox
 session ``tests-cupy``). The tests here that need a GPU take the ``cupy``
@@ -19,7 +19,7 @@ import invad
 from invad.backends import cupy as cupy_backend
 from invad.ops import Ops
 from invad.testing import Harness, checks
-from invad.testing.cases import Shape, well_conditioned
+from invad.testing.cases import SHAPES, Shape, positive_definite, well_conditioned
 
 #: Large enough for the per-matrix LU path on stacks of matrices: one more than CuPy's
 #: default ``cupy.cublas.get_batched_gesv_limit()``, 256.
@@ -287,3 +287,248 @@ def test_batched_path_agrees_with_cupy_solve(cupy):
     np.testing.assert_allclose(
         cupy.asnumpy(ops.solve(a, bt, left=False)), cupy.asnumpy(xt), rtol=1e-12
     )
+
+
+# -- the LU family ------------------------------------------------------------------
+
+#: The LU family's ops, whose kernels are cuSOLVER getrf/getrs, cuBLAS trsm and, for the
+#: determinants, cupy.linalg.slogdet on stacks of small matrices.
+LU_FAMILY = ("lu_factor", "lu_factor_ex", "lu_solve", "solve_triangular", "det", "slogdet")
+
+
+@pytest.mark.parametrize("limit", [None, 0], ids=["default-limit", "per-matrix"])
+@pytest.mark.parametrize("dtype", ["float64", "complex64"])
+@pytest.mark.parametrize("op", LU_FAMILY)
+def test_lu_family_passes_the_checks_on_both_paths(cupy, op, dtype, limit):
+    """The kit's forward, JVP and VJP checks, every shape family; with the batched cut-off
+    at 0 the determinants factor per matrix (cuSOLVER) and keep the factor."""
+    import cupy.cublas
+
+    default = cupy.cublas.get_batched_gesv_limit()
+    cupy.cublas.set_batched_gesv_limit(default if limit is None else limit)
+    try:
+        h = Harness("cupy")
+        failed = []
+        for shape in SHAPES[op]:
+            for check in (checks.check_forward, checks.check_jvp, checks.check_vjp):
+                result = check(h, op, shape, dtype, np.random.default_rng(7))
+                if not result.passed:
+                    failed.append(result)
+        assert not failed, failed
+    finally:
+        cupy.cublas.set_batched_gesv_limit(default)
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (3, 5), (2, 4, 4), (2, 6, 4)])
+def test_lu_factor_is_cupyx_lu_factor(cupy, shape):
+    """invad's factor and pivots are cupyx.scipy.linalg.lu_factor's, matrix by matrix, and
+    each goes into the other's lu_solve."""
+    import cupyx.scipy.linalg
+
+    rng = np.random.default_rng(8)
+    a_np = rng.standard_normal(shape)
+    a = cupy.asarray(a_np)
+    ops = invad.install("cupy")
+    lu, pivots = ops.lu_factor(a)
+    assert pivots.dtype == np.int32 and pivots.shape == (*shape[:-2], min(shape[-2:]))
+    for i in np.ndindex(*shape[:-2]):
+        ref_lu, ref_piv = cupyx.scipy.linalg.lu_factor(a[i])
+        np.testing.assert_array_equal(cupy.asnumpy(pivots[i]), cupy.asnumpy(ref_piv))
+        np.testing.assert_allclose(cupy.asnumpy(lu[i]), cupy.asnumpy(ref_lu), rtol=1e-12)
+        if shape[-1] == shape[-2]:
+            b = cupy.asarray(rng.standard_normal((shape[-1], 2)))
+            x = ops.lu_solve(ref_lu, ref_piv, b)
+            y = cupyx.scipy.linalg.lu_solve((lu[i], pivots[i]), b)
+            expected = np.linalg.solve(a_np[i], cupy.asnumpy(b))
+            np.testing.assert_allclose(cupy.asnumpy(x), expected, rtol=1e-10)
+            np.testing.assert_allclose(cupy.asnumpy(y), expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("n", [4, BIG])
+def test_solve_triangular_is_cupyx_solve_triangular(cupy, n):
+    """A stack broadcast against one right-hand side, every combination of the flags, against
+    cupyx.scipy.linalg.solve_triangular matrix by matrix; the other triangle never read."""
+    import cupyx.scipy.linalg
+
+    rng = np.random.default_rng(9)
+    t_np = well_conditioned(rng, (3,), n, "complex128")
+    b_np = rng.standard_normal((n, 2)) + 1j * rng.standard_normal((n, 2))
+    t, b = cupy.asarray(t_np), cupy.asarray(b_np)
+    ops = invad.install("cupy")
+    for upper in (True, False):
+        for unit in (False, True):
+            keep = np.triu(np.ones((n, n), bool)) if upper else np.tril(np.ones((n, n), bool))
+            if unit:
+                keep &= ~np.eye(n, dtype=bool)
+            hidden = cupy.asarray(np.where(keep, t_np, np.nan))
+            x = ops.solve_triangular(hidden, b, upper=upper, unitriangular=unit)
+            assert x.shape == (3, n, 2)
+            for i in range(3):
+                ref = cupyx.scipy.linalg.solve_triangular(
+                    t[i], b, lower=not upper, unit_diagonal=unit
+                )
+                np.testing.assert_allclose(cupy.asnumpy(x[i]), cupy.asnumpy(ref), rtol=1e-9)
+
+
+def cofactors(a: np.ndarray) -> np.ndarray:
+    """d det(A) / dA, the cofactor matrix, from minors (on the host)."""
+    out = np.empty_like(a)
+    for index in np.ndindex(*a.shape):
+        *batch, i, j = index
+        minor = np.delete(np.delete(a[tuple(batch)], i, axis=0), j, axis=1)
+        out[index] = (-1) ** (i + j) * np.linalg.det(minor)
+    return out
+
+
+@pytest.mark.parametrize("limit", [None, 0], ids=["batched", "per-matrix"])
+def test_determinants_agree_with_cupy_and_are_right_at_singular_matrices(cupy, limit):
+    """det and slogdet equal cupy.linalg's; at singular matrices (a repeated row: rank n-1;
+    two zero rows: rank n-2) det is 0, slogdet (0, -inf), and the derivative of det the
+    adjugate, against the cofactors computed on the host."""
+    import cupy.cublas
+
+    rng = np.random.default_rng(10)
+    a_np = well_conditioned(rng, (4,), 4, "float64")
+    a_np[1, 0, 0] = 4.0  # the first pivot, a power of two: the copy cancels exactly
+    a_np[1, 3] = a_np[1, 0]
+    a_np[2, 1:3] = 0.0
+    a = cupy.asarray(a_np)
+    default = cupy.cublas.get_batched_gesv_limit()
+    cupy.cublas.set_batched_gesv_limit(default if limit is None else limit)
+    try:
+        ops = invad.install("cupy")
+        det = cupy.asnumpy(ops.det(a))
+        sign, logabsdet = (cupy.asnumpy(x) for x in ops.slogdet(a))
+        ref_sign, ref_log = (cupy.asnumpy(x) for x in cupy.linalg.slogdet(a))
+        _, (abar,) = ops.vjp("det", (a,), cupy.ones(4))
+    finally:
+        cupy.cublas.set_batched_gesv_limit(default)
+    assert (det[[1, 2]] == 0).all() and (sign[[1, 2]] == 0).all()
+    assert (logabsdet[[1, 2]] == -np.inf).all()
+    good = [0, 3]
+    np.testing.assert_allclose(det[good], np.linalg.det(a_np[good]), rtol=1e-12)
+    np.testing.assert_allclose(sign[good], ref_sign[good])
+    np.testing.assert_allclose(logabsdet[good], ref_log[good], rtol=1e-12)
+    np.testing.assert_allclose(cupy.asnumpy(abar), cofactors(a_np), rtol=1e-9, atol=1e-12)
+    assert not cupy.asnumpy(abar)[2].any()
+
+
+def test_factor_once_solve_many_factors_once(cupy, monkeypatch):
+    """lu_solve's derivatives with respect to LU and b never factor anything again."""
+    calls = []
+    factor = cupy_backend.CupyKernels.lu_factor
+
+    def counting_factor(self, a):
+        calls.append(a.shape)
+        return factor(self, a)
+
+    monkeypatch.setattr(cupy_backend.CupyKernels, "lu_factor", counting_factor)
+    backend = invad.install("cupy").backend
+    ops = Ops(backend, backend.resolve_device(None))  # built after the patch
+    rng = np.random.default_rng(11)
+    a_np = well_conditioned(rng, (2,), 8, "float64")
+    a = cupy.asarray(a_np)
+    lu, pivots = ops.lu_factor(a)
+    xbar_np = rng.standard_normal((2, 8, 3))
+    for _ in range(3):
+        b = cupy.asarray(rng.standard_normal((2, 8, 3)))
+        _, (lubar, _, bbar) = ops.vjp("lu_solve", (lu, pivots, b), cupy.asarray(xbar_np))
+        np.testing.assert_allclose(
+            cupy.asnumpy(bbar), np.linalg.solve(a_np.swapaxes(-1, -2), xbar_np), rtol=1e-9
+        )
+        assert lubar.shape == lu.shape
+    assert calls == [a.shape]
+
+
+# -- the Cholesky family ----------------------------------------------------------------
+
+# The kit's checks of these ops (and of solve with assume_a="pos") run on the GPU in
+# `nox -s tests-cupy` (the conformance kit): here, what is CuPy's own.
+
+
+@pytest.mark.parametrize("upper", [False, True])
+@pytest.mark.parametrize("batch", [(), (3,)], ids=["potrf", "potrfBatched"])
+def test_cholesky_is_cupy_linalg_cholesky_reading_one_triangle(cupy, batch, upper):
+    """invad's factor is cupy.linalg.cholesky's (its conjugate transpose, upper), with NaN
+    in the triangle not read; cholesky_solve with it is cupy.linalg.solve."""
+    rng = np.random.default_rng(13)
+    n = 5
+    a_np = positive_definite(rng, batch, n, "complex128")
+    unread = np.tril(np.ones((n, n), bool), -1) if upper else np.triu(np.ones((n, n), bool), 1)
+    a = cupy.asarray(a_np)
+    ops = invad.install("cupy")
+    c, info = ops.cholesky_ex(cupy.asarray(np.where(unread, np.nan, a_np)), upper=upper)
+    reference = cupy.linalg.cholesky(a)
+    if upper:
+        reference = reference.swapaxes(-1, -2).conj()
+    np.testing.assert_allclose(cupy.asnumpy(c), cupy.asnumpy(reference), rtol=1e-12, atol=1e-14)
+    assert not cupy.asnumpy(info).any() and info.dtype == np.int32
+    b = cupy.asarray(rng.standard_normal((*batch, n, 2)))
+    hidden = cupy.asarray(np.where(unread, np.nan, cupy.asnumpy(c)))
+    np.testing.assert_allclose(
+        cupy.asnumpy(ops.cholesky_solve(hidden, b, upper=upper)),
+        cupy.asnumpy(cupy.linalg.solve(a, b.astype(a.dtype))),
+        rtol=1e-10,
+    )
+
+
+@pytest.mark.parametrize("upper", [False, True])
+def test_cholesky_info_on_cusolver(cupy, upper):
+    """What cuSOLVER does with a matrix that is not positive definite, and with NaN, gives
+    the order of the failing minor as info, NaN factors there, and the error naming it."""
+    rng = np.random.default_rng(14)
+    a_np = positive_definite(rng, (4,), 4, "float64")
+    a_np[1, 2, 2] = -3.0  # the leading minor of order 3
+    a_np[2, 1, 3] = a_np[2, 3, 1] = np.nan  # the pivot of order 4
+    a = cupy.asarray(a_np)
+    ops = invad.install("cupy")
+    c, info = ops.cholesky_ex(a, upper=upper)
+    np.testing.assert_array_equal(cupy.asnumpy(info), [0, 3, 4, 0])
+    c = cupy.asnumpy(c)
+    assert np.isnan(c[[1, 2]]).all()
+    good = np.linalg.cholesky(a_np[[0, 3]])
+    good = np.conj(np.swapaxes(good, -1, -2)) if upper else good
+    np.testing.assert_allclose(c[[0, 3]], good, rtol=1e-12)
+    one = cupy.asarray(np.diag([1.0, 0.0, 1.0]))
+    assert int(ops.cholesky_ex(one)[1]) == 2
+    with pytest.raises(
+        np.linalg.LinAlgError,
+        match=r"invad\.cholesky: matrix not positive-definite at batch index \(1,\) "
+        r"\(input shape \(4, 4, 4\)\): the leading minor of order 3",
+    ):
+        ops.cholesky(a, upper=upper)
+    _, info_pos = ops.solve_ex(a, cupy.ones((4, 1)), assume_a="pos")
+    np.testing.assert_array_equal(cupy.asnumpy(info_pos), [0, 3, 4, 0])
+
+
+def test_positive_definite_solve_factors_once(cupy, monkeypatch):
+    """solve(assume_a="pos") and its VJP: one Cholesky factorization, no LU, no inverse."""
+    calls = []
+    factor = cupy_backend.CupyKernels.cholesky
+
+    def counting(self, a, upper=False):
+        calls.append(a.shape)
+        return factor(self, a, upper)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("an LU factorization or an explicit inverse")
+
+    monkeypatch.setattr(cupy_backend.CupyKernels, "cholesky", counting)
+    monkeypatch.setattr(cupy_backend.CupyKernels, "lu_factor", forbidden)
+    backend = invad.install("cupy").backend
+    ops = Ops(backend, backend.resolve_device(None))  # built after the patch
+    rng = np.random.default_rng(15)
+    a_np = positive_definite(rng, (3,), 6, "float64")
+    b_np, xbar_np = rng.standard_normal((3, 6, 2)), rng.standard_normal((3, 6, 2))
+    a, b, xbar = cupy.asarray(a_np), cupy.asarray(b_np), cupy.asarray(xbar_np)
+    monkeypatch.setattr(cupy.linalg, "solve", forbidden)
+    monkeypatch.setattr(cupy.linalg, "inv", forbidden)
+    x, (abar, bbar) = ops.vjp("solve", (a, b), xbar, assume_a="pos")
+    monkeypatch.undo()
+    assert calls == [a.shape]
+    g = np.linalg.solve(a_np, xbar_np)  # A Hermitian: A^-H = A^-1
+    np.testing.assert_allclose(cupy.asnumpy(x), np.linalg.solve(a_np, b_np), rtol=1e-10)
+    np.testing.assert_allclose(cupy.asnumpy(bbar), g, rtol=1e-9, atol=1e-12)
+    full = -g @ np.swapaxes(np.linalg.solve(a_np, b_np), -1, -2)
+    expected = (full + np.swapaxes(full, -1, -2)) / 2
+    np.testing.assert_allclose(cupy.asnumpy(abar), expected, rtol=1e-9, atol=1e-12)

@@ -16,9 +16,24 @@ CuPy's source (v13.0.0, v14.2), not CuPy's numerics:
   ``cupyx.errstate(linalg="raise")``, a thread-local setting; otherwise the
   result is non-finite in that batch element only.
 - ``cupy.linalg.solve`` does not broadcast batch dimensions.
-- ``cupyx.scipy.linalg.lu_factor`` copies to Fortran order, returns 0-based
-  int32 pivots and warns (from ``_lu_factor``, ``stacklevel=2``) on a zero
-  pivot; ``lu_solve`` takes ``trans`` 0, 1, 2.
+- ``cupyx.scipy.linalg.lu_factor`` takes one ``(m, n)`` matrix, copies it to
+  Fortran order, returns ``min(m, n)`` 0-based int32 pivots and warns (from
+  ``_lu_factor``, ``stacklevel=2``) on a zero pivot; ``lu_solve`` takes
+  ``trans`` 0, 1, 2.
+- ``cupyx.scipy.linalg.solve_triangular`` reads one triangle, computes in
+  ``a``'s dtype (``b`` cast to it), divides by a zero on the diagonal
+  without an error, and takes one matrix (CuPy 13) or also a stack whose
+  batch equals ``b``'s (CuPy 14, ``trsmBatched``): the fake's ``__version__``
+  says which.
+- ``cupy.linalg.slogdet`` / ``det`` factor a C-ordered copy of their input
+  read as column-major, i.e. each matrix's transpose, and give sign 0 and
+  logdet -inf where ``getrf`` meets a zero pivot.
+- ``cupy.linalg.cholesky`` is ``potrf`` (one matrix) or ``potrfBatched`` (a
+  stack) reading the lower triangle, returning ``tril`` of what it left
+  (where it stopped: a partial factor, finite), ``devInfo`` checked only
+  under ``errstate(linalg="raise")``. The fake's ``potrf`` is SciPy's LAPACK
+  (OpenBLAS), which does not report a NaN pivot: so the backend's own check
+  of the factor's diagonal is what finds NaN here.
 - ``cupy.cublas.get_batched_gesv_limit`` / ``set_batched_gesv_limit``.
 
 The fake records each LAPACK-level call it makes, so the tests can say which
@@ -30,6 +45,7 @@ a CUDA GPU.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import types
 import warnings
@@ -41,9 +57,11 @@ import numpy as np
 import pytest
 from scipy.linalg import get_lapack_funcs
 
+import invad
 from invad.backends import cupy as cupy_backend
+from invad.backends.cupy import _state as cupy_state
 from invad.ops import Ops
-from invad.rules import RULES
+from invad.rules import RULES, CholeskyFactor
 from invad.testing import Harness, checks
 from invad.testing import cases as C
 
@@ -69,10 +87,14 @@ class FakeCupyx:
     def __init__(self, calls: list[str]) -> None:
         self._config = threading.local()
         self.calls = calls
+        self.batched_trsm = True  # CuPy 14 and later; the fake cupy's version says which
         decomp_lu = types.SimpleNamespace(_lu_factor=self._lu_factor)
         self.scipy = types.SimpleNamespace(
             linalg=types.SimpleNamespace(
-                lu_factor=self.lu_factor, lu_solve=self.lu_solve, _decomp_lu=decomp_lu
+                lu_factor=self.lu_factor,
+                lu_solve=self.lu_solve,
+                solve_triangular=self.solve_triangular,
+                _decomp_lu=decomp_lu,
             )
         )
 
@@ -123,6 +145,43 @@ class FakeCupyx:
             raise ValueError("array must not contain infs or NaNs")
         return getrs(np.asfortranarray(lu), piv, b, trans)
 
+    def solve_triangular(
+        self,
+        a: Any,
+        b: Any,
+        trans: Any = 0,
+        lower: bool = False,
+        unit_diagonal: bool = False,
+        overwrite_b: bool = False,
+        check_finite: bool = False,
+    ) -> Any:
+        """cuBLAS ``trsm``: one matrix, or (CuPy 14) a stack whose batch equals ``b``'s."""
+        if a.ndim == 2:
+            self.calls.append("trsm")
+            if a.shape[0] != a.shape[1] or len(a) != len(b):
+                raise ValueError("expected square matrix / incompatible dimensions")
+        elif not self.batched_trsm:  # CuPy 13: `len(a.shape) != 2` is refused
+            raise ValueError("expected square matrix")
+        else:
+            self.calls.append("trsmBatched")
+            if a.shape[:-2] != b.shape[: a.ndim - 2]:
+                raise ValueError("incompatible batch count")
+            assert b.ndim == a.ndim, "the backend always passes b as a matrix"
+        # The computation is in a's dtype (made float): b is cast to it, as CuPy does.
+        dtype = a.dtype if a.dtype.char in "fd" else np.promote_types(a.dtype.char, "f")
+        code = {0: "N", 1: "T", 2: "C"}.get(trans, trans)
+        assert code in ("N", "T", "C"), trans
+        a = np.asarray(a, dtype=dtype)
+        b = np.asarray(b).astype(dtype)
+        x = np.empty(b.shape, dtype)
+        (trtrs,) = get_lapack_funcs(("trtrs",), (a,))
+        kw = {"lower": int(lower), "trans": "NTC".index(code), "unitdiag": int(unit_diagonal)}
+        for i in np.ndindex(*a.shape[:-2]):  # LAPACK trtrs reads only the named triangle
+            x[i], info = trtrs(a[i], b[i], **kw)
+            if info > 0:  # a zero on the diagonal: trsm divides by it, no error
+                x[i] = np.nan
+        return x
+
 
 class FakeLinalg:
     """``cupy.linalg.solve`` and ``inv``, factoring what CuPy's code factors."""
@@ -158,6 +217,49 @@ class FakeLinalg:
         for i, xi in zip(batch, xs):
             x[i] = xi
         return x
+
+    def slogdet(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """CuPy's slogdet: a C-ordered copy of ``a`` read column-major, so each matrix's
+        transpose is factored; sign 0 and logdet -inf where getrf reports a zero pivot."""
+        self._cupyx.calls.append("slogdet")
+        a = np.asarray(a)
+        sign = np.ones(a.shape[:-2], a.dtype)
+        real = np.dtype(a.real.dtype)
+        logdet = np.zeros(a.shape[:-2], real)
+        for i in np.ndindex(*a.shape[:-2]):
+            if a.shape[-1] == 0:
+                continue
+            lu, piv, info = getrf(a[i].T)
+            d = np.diagonal(lu)
+            swaps = np.count_nonzero(piv != np.arange(len(piv)))
+            if info > 0:
+                sign[i], logdet[i] = 0, -np.inf
+                continue
+            phase = d / np.abs(d) if a.dtype.kind == "c" else np.sign(d)
+            sign[i] = (-1) ** swaps * np.prod(phase)
+            logdet[i] = np.sum(np.log(np.abs(d)))
+        return sign, logdet
+
+    def det(self, a: np.ndarray) -> np.ndarray:
+        sign, logdet = self.slogdet(a)
+        return sign * np.exp(logdet)
+
+    def cholesky(self, a: np.ndarray) -> np.ndarray:
+        """CuPy's cholesky: cuSOLVER potrf / potrfBatched of a C-ordered copy read column-major
+        with FILL_MODE_UPPER, i.e. of the lower triangle of ``a``; ``tril`` of the result."""
+        assert a.ndim >= 2 and a.shape[-1] == a.shape[-2]
+        routine = "potrfBatched" if a.ndim > 2 else "potrf"
+        self._cupyx.calls.append(routine)
+        x = np.array(a, order="C", copy=True)
+        infos = []
+        for i in np.ndindex(*x.shape[:-2]):
+            if x.shape[-1] == 0:
+                continue
+            (potrf,) = get_lapack_funcs(("potrf",), (x[i],))
+            x[i], info = potrf(x[i], lower=1)
+            infos.append(int(info))
+        self._cupyx.check(infos, routine)
+        return np.tril(x)
 
     def inv(self, a: np.ndarray) -> np.ndarray:
         out = np.empty(a.shape, a.dtype)
@@ -203,8 +305,12 @@ NUMPY_NAMES = (
     "int32",
     "moveaxis",
     "result_type",
+    "take_along_axis",
     "where",
     "zeros",
+    "zeros_like",
+    "inf",
+    "nan",
 )
 
 
@@ -213,7 +319,7 @@ class FakeCupy(types.SimpleNamespace):
 
     def __init__(self, cupyx: FakeCupyx) -> None:
         super().__init__(**{name: getattr(np, name) for name in NUMPY_NAMES})
-        self.__version__ = "stand-in"
+        self.__version__ = "14.2.0"  # solve_triangular takes stacks (trsmBatched)
         self.limit = 256  # CuPy's default
         self.cublas = types.SimpleNamespace(
             get_batched_gesv_limit=lambda: self.limit,
@@ -263,8 +369,8 @@ def standin(monkeypatch: pytest.MonkeyPatch) -> Standin:
     calls: list[str] = []
     cupyx = FakeCupyx(calls)
     cupy = FakeCupy(cupyx)
-    monkeypatch.setattr(cupy_backend, "_cupy", cupy)
-    monkeypatch.setattr(cupy_backend, "_cupyx", cupyx)
+    monkeypatch.setattr(cupy_state, "cupy", cupy)
+    monkeypatch.setattr(cupy_state, "cupyx", cupyx)
     backend = StandinBackend()
     ops = Ops(backend, backend.resolve_device(None))
     return Standin(cupy=cupy, cupyx=cupyx, calls=calls, ops=ops, kernels=backend.kernels(None))
@@ -579,6 +685,369 @@ def test_threads_neither_warn_nor_disturb_each_others_filters(standin):
         assert not errors, errors
         assert not seen, [str(w.message) for w in seen]
         assert warnings.filters[0][0] == "ignore" and warnings.filters[-len(mine) :] == mine
+
+
+# -- the LU family: factors, triangular solves, row interchanges, determinants -----------
+
+
+def batch_of(path: str) -> tuple[int, ...]:
+    return () if path == "one-matrix" else (3,)
+
+
+def cupy_13(standin: Standin) -> cupy_backend.CupyKernels:
+    """Kernels over the stand-in as CuPy 13: solve_triangular takes one matrix only."""
+    standin.cupy.__version__ = "13.0.0"
+    standin.cupyx.batched_trsm = False
+    return cupy_backend.CupyKernels(array_api_compat.numpy, standin.cupy, standin.cupyx)
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (5, 3), (2, 3, 5), (2, 5, 3), (3, 4, 4), (0, 3, 3)])
+def test_lu_factor_is_cupyxs_per_matrix_and_rectangular(standin, shape):
+    """LU and 0-based pivots are getrf's of each matrix (cupyx lu_factor); info 0."""
+    rng = np.random.default_rng(20)
+    a = rng.standard_normal(shape)
+    lu, pivots, info = standin.ops.lu_factor_ex(a)
+    k = min(shape[-2:])
+    assert lu.shape == shape and pivots.shape == (*shape[:-2], k) and pivots.dtype == np.int32
+    for i in np.ndindex(*shape[:-2]):
+        ref_lu, ref_piv, _ = getrf(a[i])
+        np.testing.assert_array_equal(lu[i], ref_lu)
+        np.testing.assert_array_equal(pivots[i], ref_piv)
+    assert not info.any() and info.shape == shape[:-2]
+    assert routes(standin) == ({"lu_factor"} if a.size else set())
+
+
+def test_lu_solve_takes_cupyxs_own_factor(standin):
+    rng = np.random.default_rng(21)
+    a = C.well_conditioned(rng, (), 4, "complex128")
+    b = C.random_array(rng, (2, 4, 3), "complex128")
+    factor = standin.cupyx.scipy.linalg.lu_factor(a)
+    for adjoint in (False, True):
+        op_a = a.conj().T if adjoint else a
+        np.testing.assert_allclose(
+            standin.ops.lu_solve(*factor, b, adjoint=adjoint),
+            np.linalg.solve(op_a, b),
+            rtol=1e-12,
+        )
+    assert routes(standin) == {"lu_factor", "lu_solve"}
+
+
+@pytest.mark.parametrize("cupy_version", ["14", "13"])
+@pytest.mark.parametrize("dtypes", [("float64", "float64"), ("float64", "complex128")])
+@pytest.mark.parametrize("trans", ["N", "T", "H"])
+@pytest.mark.parametrize(("t_batch", "b_batch"), [((), (4,)), ((2, 1), (3,)), ((3,), ())])
+def test_solve_triangular_kernel(standin, cupy_version, dtypes, trans, t_batch, b_batch):
+    """One trsm for one matrix; a stack in one trsmBatched (CuPy 14) or one trsm per matrix
+    (CuPy 13); only the named triangle read; b's dtype kept (cupyx casts b to a's)."""
+    kernels = standin.kernels if cupy_version == "14" else cupy_13(standin)
+    rng = np.random.default_rng(22)
+    n = 3
+    t = C.well_conditioned(rng, t_batch, n, dtypes[0])
+    b = C.random_array(rng, (*b_batch, n, 2), dtypes[1])
+    batch = np.broadcast_shapes(t_batch, b_batch)
+    for upper in (True, False):
+        for unit in (False, True):
+            triangle = np.triu(t) if upper else np.tril(t)
+            if unit:
+                triangle = np.where(np.eye(n, dtype=bool), 1.0, triangle)
+            expected = np.linalg.solve(op_of(triangle, trans), b)
+            keep = np.triu(np.ones((n, n), bool)) if upper else np.tril(np.ones((n, n), bool))
+            if unit:
+                keep &= ~np.eye(n, dtype=bool)
+            hidden = np.where(keep, t, np.nan).astype(t.dtype)  # NaN where nothing is read
+            x = kernels.solve_triangular(hidden, b, upper, trans, unit)
+            assert x.dtype == np.result_type(t, b) and x.shape == (*batch, n, 2)
+            np.testing.assert_allclose(x, expected, rtol=1e-12)
+    calls = standin.calls
+    if not t_batch:
+        assert calls == ["trsm"] * 4
+    elif cupy_version == "14":
+        assert calls == ["trsmBatched"] * 4
+    else:
+        assert calls == ["trsm"] * 4 * math.prod(batch)
+
+
+def laswp(pivots: np.ndarray, x: np.ndarray, inverse: bool) -> np.ndarray:
+    """LAPACK's laswp transcribed: rows j and pivots[j] swapped, j in order (reversed for P x)."""
+    batch = np.broadcast_shapes(pivots.shape[:-1], x.shape[:-2])
+    pivots = np.broadcast_to(pivots, (*batch, pivots.shape[-1]))
+    out = np.array(np.broadcast_to(x, (*batch, *x.shape[-2:])))
+    for i in np.ndindex(*batch):
+        steps = range(pivots.shape[-1])
+        for j in reversed(steps) if inverse else steps:
+            p = int(pivots[(*i, j)])
+            out[(*i, j)], out[(*i, p)] = out[(*i, p)].copy(), out[(*i, j)].copy()
+    return out
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+@pytest.mark.parametrize(
+    ("p_batch", "x_batch"), [((), (3,)), ((2, 1), (4,)), ((3,), ()), ((0,), ())]
+)
+def test_permute_rows_is_laswp(standin, inverse, p_batch, x_batch):
+    rng = np.random.default_rng(23)
+    m, k = 5, 3  # more rows than interchanges: a tall factor's
+    pivots = np.stack([rng.integers(j, m, size=p_batch) for j in range(k)], axis=-1).astype(
+        np.int32
+    )
+    x = rng.standard_normal((*x_batch, m, 2))
+    got = standin.kernels.permute_rows(pivots, x, inverse)
+    np.testing.assert_array_equal(got, laswp(pivots, x, inverse))
+    back = standin.kernels.permute_rows(pivots, got, not inverse)
+    np.testing.assert_array_equal(back, np.broadcast_to(x, back.shape))
+
+
+def cofactors(a: np.ndarray) -> np.ndarray:
+    """d det(A) / dA, the cofactor matrix (the adjugate's transpose), from minors."""
+    out = np.empty_like(a)
+    for index in np.ndindex(*a.shape):
+        *batch, i, j = index
+        minor = np.delete(np.delete(a[tuple(batch)], i, axis=0), j, axis=1)
+        out[index] = (-1) ** (i + j) * np.linalg.det(minor)
+    return out
+
+
+#: The determinants' routes: CuPy's batched slogdet on stacks of small matrices, else the
+#: per-matrix LU kept for the derivatives (which then solve with it, getrs).
+DET_ROUTES = {
+    "one-matrix": ({"lu_factor"}, {"lu_solve"}),
+    "batched": ({"slogdet"}, {"batched_gesv"}),
+    "per-matrix": ({"lu_factor"}, {"lu_solve"}),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "complex128", "float32"])
+@pytest.mark.parametrize("path", ["one-matrix", "batched", "per-matrix"])
+def test_determinants_and_their_derivatives(standin, path, dtype):
+    standin.cupy.cublas.set_batched_gesv_limit(PATHS.get(path, 256))
+    rng = np.random.default_rng(24)
+    a = C.well_conditioned(rng, batch_of(path), 4, dtype)
+    ops = standin.ops
+    forward, derivative = DET_ROUTES[path]
+    sign, logabsdet = ops.slogdet(a)
+    ref_sign, ref_log = np.linalg.slogdet(a)
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(sign, ref_sign, rtol=rtol)
+    np.testing.assert_allclose(logabsdet, ref_log, rtol=rtol)
+    assert sign.dtype == np.dtype(dtype) and logabsdet.dtype == np.dtype(a.real.dtype)
+    np.testing.assert_allclose(ops.det(a), np.linalg.det(a), rtol=rtol)
+    assert routes(standin) == forward
+    # d logabsdet = Re tr(A^-1 dA): the cotangent of logabsdet is A^-H
+    ones = np.ones(a.shape[:-2], dtype=a.real.dtype)
+    _, (abar,) = ops.vjp("slogdet", (a,), (None, ones))
+    np.testing.assert_allclose(abar, np.linalg.inv(a).conj().swapaxes(-1, -2), rtol=100 * rtol)
+    assert routes(standin) == forward | derivative
+
+
+@pytest.mark.parametrize("path", ["one-matrix", "batched", "per-matrix"])
+def test_determinants_of_singular_matrices(standin, path):
+    """det 0 and slogdet (0, -inf) exactly; the derivative of det is the adjugate (finite),
+    rank n-1 and rank n-2; the kernels' info is getrf's of A."""
+    standin.cupy.cublas.set_batched_gesv_limit(PATHS.get(path, 256))
+    rng = np.random.default_rng(25)
+    batch = batch_of(path)
+    singular = [()] if path == "one-matrix" else [(0,), (2,)]
+    a = with_equal_rows(rng, batch, 4, "float64", singular)
+    if path != "one-matrix":
+        a[2, 1] = 0.0  # and a zero row: rank n-2
+    ops = standin.ops
+    with np.errstate(divide="ignore"):  # NumPy warns on log(0), where CuPy does not
+        det = ops.det(a)
+        sign, logabsdet = ops.slogdet(a)
+    zero = np.zeros(batch, bool)
+    for i in singular:
+        zero[i] = True
+    assert (det[zero] == 0).all() and (sign[zero] == 0).all()
+    assert (logabsdet[zero] == -np.inf).all()
+    np.testing.assert_allclose(det[~zero], np.linalg.det(a[~zero]), rtol=1e-12)
+    for kernel in (standin.kernels.det, standin.kernels.slogdet):
+        with np.errstate(divide="ignore"):
+            info = kernel(a)[-1]
+        np.testing.assert_array_equal(info, lapack_info(a))
+    _, (abar,) = ops.vjp("det", (a,), np.ones(batch))
+    np.testing.assert_allclose(abar, cofactors(a), rtol=1e-10, atol=1e-12)
+    if path != "one-matrix":
+        assert not abar[2].any()  # rank n-2: the adjugate is zero
+    da = rng.standard_normal(a.shape)
+    _, ddet = ops.jvp("det", (a,), (da,))
+    np.testing.assert_allclose(
+        ddet, np.sum(cofactors(a) * da, axis=(-2, -1)), rtol=1e-10, atol=1e-12
+    )
+
+
+@pytest.mark.parametrize("op", ["lu_factor", "lu_solve", "solve_triangular", "cholesky_solve"])
+def test_conformance_checks_on_cupy_13(standin, op):
+    """The kit's checks with CuPy 13's solve_triangular (one matrix per call) in every rule."""
+    kernels = cupy_13(standin)
+    ops = Ops(standin.ops.backend, standin.ops.device)
+    assert not kernels._batched_trsm and not ops.la.solve_triangular.__self__._batched_trsm
+    h = StandinHarness(ops)
+    failed = []
+    for shape in C.SHAPES[op]:
+        for check in (checks.check_forward, checks.check_jvp, checks.check_vjp):
+            result = check(h, op, shape, "float64", np.random.default_rng(26))
+            if not result.passed:
+                failed.append(result)
+    assert not failed, failed
+    assert "trsmBatched" not in standin.calls
+
+
+# -- the Cholesky family: potrf, potrfBatched, trsm ---------------------------------------
+
+
+def junk_outside(x: np.ndarray, upper: bool) -> np.ndarray:
+    """``x`` with NaN in the strict triangle that an op reading the lower triangle (the
+    upper one, if ``upper``) must not read."""
+    n = x.shape[-1]
+    unread = np.tril(np.ones((n, n), bool), -1) if upper else np.triu(np.ones((n, n), bool), 1)
+    return np.where(unread, np.nan, x).astype(x.dtype)
+
+
+def potrf_route(batch: tuple[int, ...]) -> str:
+    return "potrfBatched" if batch else "potrf"
+
+
+def trsm_route(batch: tuple[int, ...]) -> str:
+    return "trsmBatched" if batch else "trsm"
+
+
+@pytest.mark.parametrize("dtype", ["float64", "complex128", "float32"])
+@pytest.mark.parametrize("upper", [False, True])
+@pytest.mark.parametrize("batch", [(), (3,), (2, 1)], ids=["one-matrix", "stack", "stack-2d"])
+def test_cholesky_is_cupys_potrf_reading_one_triangle(standin, batch, upper, dtype):
+    """One ``cupy.linalg.cholesky`` call (potrf, or potrfBatched for a stack) whatever the
+    layout, NaN in the other triangle never read; the derivative solves with the kept
+    factor (trsm) and equals the NumPy backend's."""
+    rng = np.random.default_rng(30)
+    a = C.positive_definite(rng, batch, 4, dtype)
+    lower = np.linalg.cholesky(a)
+    expected = np.conj(np.swapaxes(lower, -1, -2)) if upper else lower
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    ops = standin.ops
+    for name, m in layouts(junk_outside(a, upper)).items():
+        c, info = ops.cholesky_ex(m, upper=upper)
+        assert c.dtype == np.dtype(dtype) and info.dtype == np.int32 and info.shape == batch
+        np.testing.assert_allclose(c, expected, rtol=rtol, atol=rtol, err_msg=name)
+        assert not info.any()
+        assert standin.calls == [potrf_route(batch)], name
+        standin.calls.clear()
+    cbar = C.random_array(rng, a.shape, dtype)
+    _, (abar,) = ops.vjp("cholesky", (junk_outside(a, upper),), cbar, upper=upper)
+    assert routes(standin) == {potrf_route(batch), trsm_route(batch)}
+    _, (expected_abar,) = invad.install("numpy").vjp("cholesky", (a,), cbar, upper=upper)
+    np.testing.assert_allclose(abar, expected_abar, rtol=100 * rtol, atol=100 * rtol)
+
+
+def potrf_info(a: np.ndarray) -> np.ndarray:
+    """LAPACK ``potrf``'s info of each matrix (its lower triangle)."""
+    info = np.zeros(a.shape[:-2], np.int32)
+    for i in np.ndindex(*a.shape[:-2]):
+        (potrf,) = get_lapack_funcs(("potrf",), (a[i],))
+        info[i] = potrf(a[i], lower=1)[1]
+    return info
+
+
+@pytest.mark.parametrize("upper", [False, True])
+def test_cholesky_info_is_the_order_of_the_failing_minor(standin, upper):
+    """Not positive definite at order k: info k, LAPACK potrf's; a NaN pivot counts, which
+    the fake's potrf (OpenBLAS) does not report: the diagonal check finds it, without a
+    second call. The failing matrices' factors are NaN, the others exact."""
+    rng = np.random.default_rng(31)
+    a = C.positive_definite(rng, (5,), 4, "float64")
+    a[1, 2, 2] = -3.0  # the leading minor of order 3
+    a[3, 0, 0] = 0.0  # order 1
+    a[4, 1, 3] = a[4, 3, 1] = np.nan  # read from either triangle: the pivot of order 4
+    lapack = potrf_info(a[:4])
+    np.testing.assert_array_equal(lapack, [0, 3, 0, 1])
+    ops = standin.ops
+    for batch in ([0, 1, 2, 3, 4], [2, 4]):
+        stack = a[batch]
+        standin.calls.clear()
+        c, info = ops.cholesky_ex(stack, upper=upper)
+        # CuPy's check raises on a minor that is not positive definite (a second call then
+        # computes the values); a NaN pivot alone, which it misses, costs no second call.
+        assert standin.calls == ["potrfBatched"] * (2 if 1 in batch else 1)
+        expected = np.array([[*lapack, 4][i] for i in batch], np.int32)
+        np.testing.assert_array_equal(info, expected)
+        good = expected == 0
+        assert np.isnan(c[~good]).all()
+        reference = np.linalg.cholesky(stack[good])
+        reference = np.conj(np.swapaxes(reference, -1, -2)) if upper else reference
+        np.testing.assert_allclose(c[good], reference, rtol=1e-12)
+        x, info_pos = ops.solve_ex(stack, np.ones(4), assume_a="pos")
+        np.testing.assert_array_equal(info_pos, expected)
+        np.testing.assert_allclose(x[good], np.linalg.solve(stack[good], np.ones(4)), rtol=1e-12)
+
+
+def test_cholesky_info_on_one_matrix_and_the_errors(standin):
+    """One matrix (potrf): its info, and the errors of cholesky and solve(assume_a="pos"),
+    which name the first failing matrix of a stack and the order of its minor."""
+    ops = standin.ops
+    a = np.diag([2.0, 1.0, -1.0])
+    c, info = ops.cholesky_ex(a)
+    assert int(info) == 3 and np.isnan(c).all()
+    assert routes(standin) == {"potrf"}
+    nan = np.eye(3)
+    nan[1, 1] = np.nan
+    assert int(ops.cholesky_ex(nan)[1]) == 2
+    with pytest.raises(np.linalg.LinAlgError, match=r"invad\.cholesky: matrix not positive"):
+        ops.cholesky(a)
+    stack = np.stack([np.eye(3), np.eye(3), a, np.diag([1.0, -1.0, 1.0])])
+    pattern = r"invad\.{op}: .* at batch index \(2,\) \(input shape \(4, 3, 3\)\): .* order 3"
+    with pytest.raises(np.linalg.LinAlgError, match=pattern.format(op="cholesky")):
+        ops.cholesky(stack, upper=True)
+    with pytest.raises(np.linalg.LinAlgError, match=pattern.format(op="solve")):
+        ops.solve(stack, np.ones((3, 1)), assume_a="pos")
+    # a user's errstate(linalg="raise") governs CuPy's calls, not invad's _ex ops
+    with standin.cupyx.errstate(linalg="raise"):
+        np.testing.assert_array_equal(ops.cholesky_ex(stack)[1], [0, 0, 3, 2])
+
+
+@pytest.mark.parametrize("cupy_version", ["14", "13"])
+@pytest.mark.parametrize("upper", [False, True])
+@pytest.mark.parametrize(("c_batch", "b_batch"), [((), (4,)), ((2, 1), (3,)), ((3,), ())])
+def test_cholesky_solve_is_two_trsm(standin, cupy_version, upper, c_batch, b_batch):
+    """Two triangular solves with the factor, reading its triangle only: two trsm for one
+    matrix (every right-hand side at once), two trsmBatched for a stack on CuPy 14 (batch
+    dimensions broadcast), one trsm per matrix and solve on CuPy 13."""
+    kernels = standin.kernels if cupy_version == "14" else cupy_13(standin)
+    rng = np.random.default_rng(32)
+    a = C.positive_definite(rng, c_batch, 3, "complex128")
+    lower = np.linalg.cholesky(a)
+    c = np.conj(np.swapaxes(lower, -1, -2)) if upper else lower
+    b = C.random_array(rng, (*b_batch, 3, 2), "complex128")
+    x = kernels.cholesky_solve(CholeskyFactor(None, junk_outside(c, upper), upper), b)
+    np.testing.assert_allclose(x, np.linalg.solve(a, b), rtol=1e-12)
+    batch = np.broadcast_shapes(c_batch, b_batch)
+    if not c_batch:
+        assert standin.calls == ["trsm"] * 2
+    elif cupy_version == "14":
+        assert standin.calls == ["trsmBatched"] * 2
+    else:
+        assert standin.calls == ["trsm"] * 2 * math.prod(batch)
+
+
+@pytest.mark.parametrize("left", [True, False])
+def test_positive_definite_solve_factors_once(standin, left):
+    """solve(assume_a="pos") and its derivatives: one potrfBatched, then trsmBatched only
+    (no LU, no second factorization), against the general solve's values and derivatives
+    (projected to Hermitian)."""
+    rng = np.random.default_rng(33)
+    a = C.positive_definite(rng, (4,), 5, "float64")
+    b = rng.standard_normal((4, 5, 2) if left else (4, 2, 5))
+    da = C.hermitian(rng.standard_normal(a.shape))
+    db, xbar = rng.standard_normal(b.shape), rng.standard_normal(b.shape)
+    ops = standin.ops
+    x, dx = ops.jvp("solve", (a, b), (da, db), left=left, assume_a="pos")
+    _, (abar, bbar) = ops.vjp("solve", (a, b), xbar, left=left, assume_a="pos")
+    assert set(standin.calls) == {"potrfBatched", "trsmBatched"}
+    assert standin.calls.count("potrfBatched") == 2  # one per call: jvp, vjp
+    numpy_ops = invad.install("numpy")
+    ref_x, ref_dx = numpy_ops.jvp("solve", (a, b), (da, db), left=left)
+    _, (ref_abar, ref_bbar) = numpy_ops.vjp("solve", (a, b), xbar, left=left)
+    ref_abar = (ref_abar + np.swapaxes(ref_abar, -1, -2)) / 2
+    for got, ref in ((x, ref_x), (dx, ref_dx), (abar, ref_abar), (bbar, ref_bbar)):
+        np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
 
 
 # -- the conformance checks, on both paths -----------------------------------------------

@@ -24,9 +24,12 @@ BACKENDS = env_backends()
 
 
 def args(h: Harness, op: str) -> tuple[C.Shape, tuple[np.ndarray, ...]]:
-    """A batched case of ``op``: its shape family and inputs (lu_solve's factored by ``h``)."""
+    """A batched case of ``op``: its shape family and inputs (lu_solve's factored by the
+    backend on its default device: a device without data, torch's meta, has no factor to
+    read back)."""
     shape = C.SHAPES[op][1]
-    return shape, h.inputs(op, shape, "float64", np.random.default_rng(0))
+    maker = Harness(h.backend.name) if op == "lu_solve" else h
+    return shape, maker.inputs(op, shape, "float64", np.random.default_rng(0))
 
 
 # Devices a backend does not list as compute devices but that keep the contract all the

@@ -19,7 +19,7 @@ import invad
 from invad.testing import Harness
 
 #: Whether each backend's ops take NumPy arrays and lists as their framework's linalg does.
-TAKES_NUMPY = {"numpy": True, "jax": True, "autograd": True}
+TAKES_NUMPY = {"numpy": True, "jax": True, "autograd": True, "dask": True}
 TAKES_LISTS = {"numpy": True, "autograd": True}
 
 

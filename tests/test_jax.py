@@ -200,14 +200,21 @@ LU_FAMILIES = {
 }
 
 
+#: Functions of Hermitian matrices (their tangents count by the Hermitian part, so the
+#: generic checks here, with arbitrary directions, do not apply): the kit runs them on JAX
+#: with Hermitian tangents, and tests/test_cholesky.py with every transform it needs.
+HERMITIAN_OPS = ("cholesky", "cholesky_ex", "cholesky_solve")
+
+
 def all_cases(dtypes=DTYPES, empty=True):
     """The kit's cases, less the rest of the solve grid (the kit runs those on JAX: jvp,
-    vjp, native AD) and the LU family's families not in LU_FAMILIES; each shape here costs
-    compilations."""
-    grid = {shape.family for shape in C.SOLVE_GRID}
+    vjp, native AD), the LU family's families not in LU_FAMILIES and the Hermitian ones
+    (the Cholesky family, solve(assume_a="pos")); each shape here costs compilations."""
+    grid = {shape.family for shape in C.SOLVE_GRID} | {shape.family for shape in C.SOLVE_POS}
     return [
         pytest.param(op, shape, dtype, id=f"{op}-{shape.id}-{dtype}")
         for op in RULES
+        if op not in HERMITIAN_OPS
         for shape in C.SHAPES[op]
         for dtype in dtypes
         if (empty or "empty" not in shape.family)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from invad import BackendNotFoundError
@@ -69,6 +71,22 @@ PLUGINS = {
     """,
 }
 PLUGINS["clash_b"] = PLUGINS["clash_a"]  # a second distribution claiming "shared"
+# Two backends of different names that own the same array type.
+for letter in "ab":
+    PLUGINS[f"owner_{letter}"] = f"""
+        from invad.backends.numpy import NumpyBackend
+        from invad.hookspecs import hookimpl
+
+        class Owner(NumpyBackend):
+            name = "owner-{letter}"
+
+            def owns(self, x):
+                return type(x).__name__ == "SharedArray"
+
+        @hookimpl
+        def invad_backends():
+            return [Owner()]
+    """
 
 
 def make_distribution(site: Path, plugin: str) -> None:
@@ -182,3 +200,53 @@ def test_invad_backends_shows_broken_plugins_and_numpy_still_installs(tmp_path):
     assert "no: ImportError: this plugin cannot import" in rows["broken_import"]
     assert "no: RuntimeError: this hook raised" in rows["broken_hook"]
     assert "belongs to invad's built-in plugin" in listing.stdout
+
+
+class SharedArray:
+    """An array type that both owner_a and owner_b claim."""
+
+
+def test_two_backends_owning_one_array_type_warn_naming_both(registry):
+    reg = registry("owner_b", "owner_a")
+    with pytest.warns(UserWarning, match="owned by several backends") as record:
+        chosen = reg.owner_of(SharedArray())
+    assert chosen.name == "owner-a"  # the first registered: plugins by entry-point name
+    (message,) = [str(w.message) for w in record]
+    assert "'owner-a' (plugin 'owner_a')" in message and "'owner-b' (plugin 'owner_b')" in message
+    assert "uses 'owner-a'" in message and "invad.install('owner-b')" in message
+
+
+def test_one_owner_does_not_warn(registry, recwarn):
+    reg = registry("owner_a")
+    assert reg.owner_of(SharedArray()).name == "owner-a"
+    assert reg.owner_of(np.ones(2)).name == "numpy"
+    assert not [w for w in recwarn if "several backends" in str(w.message)]
+
+
+def test_a_missing_framework_is_reported_without_importing_the_others():
+    script = textwrap.dedent(
+        """
+        import sys, time
+        import invad
+        from invad.registry import REGISTRY
+
+        REGISTRY.discover()
+        start = time.perf_counter()
+        try:
+            invad.install("cupy")
+        except invad.BackendNotFoundError as exc:
+            message = str(exc)
+        print(round(time.perf_counter() - start, 3))
+        print(sorted(m for m in ("torch", "jax", "cupy") if m in sys.modules))
+        print(message)
+        """
+    )
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    seconds, imported, *message = ran.stdout.splitlines()
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("cupy is installed here")
+    assert imported == "[]"  # listing torch and jax as available imported neither
+    assert float(seconds) < 0.5, seconds
+    assert message[0].startswith("backend 'cupy' is not available: ImportError: cupy is not")
+    assert message[1].startswith("available backends: numpy")

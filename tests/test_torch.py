@@ -216,27 +216,53 @@ ORACLE = [
 ]
 
 
+def _as_tuple(x):
+    return x if isinstance(x, tuple) else (x,)
+
+
 @pytest.mark.parametrize(("case", "replay"), ORACLE)
 def test_oracle_replay_with_hvp_through_double_backward(ops, case, replay):
+    """JVP (forward mode), VJP (backward) and HVP (double backward) of the installed op against
+    the oracle; integer inputs (lu_solve's pivots, in torch's 1-based convention) and the outputs
+    without a cotangent (lu_factor's pivots) take no part."""
     rtol, atol = case.first_order
-    xs = [torch.from_numpy(np.array(x)).requires_grad_() for x in replay.primals]
-    f = value_fn(ops, replay.op, replay.params)
-    y = f(*xs)
-    tangents = tuple(torch.from_numpy(np.array(t)) for t in replay.tangents)
-    ct = torch.from_numpy(np.array(replay.cotangent))
-    # JVP by forward-mode AD (dual tensors), VJP by backward.
+    primals = [torch.from_numpy(np.array(x)) for x in replay.primals_for(1)]
+    floats = [i for i, x in enumerate(primals) if x.is_floating_point() or x.is_complex()]
+    xs = [primals[i].requires_grad_() for i in floats]
+    cts = _as_tuple(replay.cotangent)
+    used = [k for k, ct in enumerate(cts) if ct is not None]  # the differentiable outputs
+    op = getattr(ops, replay.op)
+
+    def f(*z):
+        args = list(primals)
+        for i, x in zip(floats, z):
+            args[i] = x
+        out = _as_tuple(op(*args, **replay.params))
+        return tuple(out[k] for k in used)
+
+    ys = f(*xs)
+    cts = [torch.from_numpy(np.array(cts[k])) for k in used]
+    tangents = tuple(torch.from_numpy(np.array(replay.tangents[i])) for i in floats)
+    # JVP by forward mode, VJP by backward.
     _, jv = torch.func.jvp(f, tuple(x.detach() for x in xs), tangents)
-    np.testing.assert_allclose(jv.numpy(), replay.jvp, rtol=rtol, atol=atol)
-    for got, ref in zip(torch.autograd.grad(y, xs, ct, retain_graph=True), replay.vjp):
-        np.testing.assert_allclose(got.numpy(), ref, rtol=rtol, atol=atol)
+    for got, k in zip(jv, used):
+        np.testing.assert_allclose(got.numpy(), _as_tuple(replay.jvp)[k], rtol=rtol, atol=atol)
+    vjp = torch.autograd.grad(ys, xs, cts, retain_graph=True)
+    for got, i in zip(vjp, floats):
+        np.testing.assert_allclose(got.numpy(), replay.vjp[i], rtol=rtol, atol=atol)
     if replay.hvp is None:
         return
     rtol, atol = case.second_order
-    phi = (ct.conj() * y).real.sum()  # <ct, op(x)> under Re tr(X^H Y)
+    phi = sum((ct.conj() * y).real.sum() for ct, y in zip(cts, ys))  # <ct, op(x)>
     grads = torch.autograd.grad(phi, xs, create_graph=True)
     hvp = torch.autograd.grad(grads, xs, grad_outputs=tangents)
-    for got, ref in zip(hvp, replay.hvp):
-        np.testing.assert_allclose(got.numpy(), ref, rtol=rtol, atol=atol)
+    for got, i in zip(hvp, floats):
+        np.testing.assert_allclose(got.numpy(), replay.hvp[i], rtol=rtol, atol=atol)
+
+
+def test_oracle_covers_the_lu_family():
+    covered = {replay.op for _, replay in (p.values for p in ORACLE)}
+    assert {"lu_factor", "lu_factor_ex", "lu_solve", "det", "slogdet"} <= covered
 
 
 # -- torch.func: transforms and vmap ---------------------------------------------------------------
@@ -753,3 +779,355 @@ def test_other_frameworks_arrays_raise_type_error(ops, op, args, arg, kind):
     # twice: the memoized validation never remembers a foreign signature
     with pytest.raises(TypeError, match=re.escape(message)):
         getattr(ops, op)(*args)
+
+
+# -- the LU family: lu_factor, lu_solve, solve_triangular, det, slogdet ---------------------------
+
+#: (id, op, input shapes, params). lu_solve's shapes are a's and b's: a is factored by
+#: torch.linalg.lu_factor, whose (LU, pivots) go straight into invad's lu_solve.
+LU_CASES = [
+    ("lu_factor-square", "lu_factor", [(2, 3, 3)], {}),
+    ("lu_factor-wide", "lu_factor", [(2, 4)], {}),
+    ("lu_factor-tall", "lu_factor", [(2, 4, 2)], {}),
+    ("lu_factor_ex", "lu_factor_ex", [(3, 3)], {}),
+    ("lu_solve", "lu_solve", [(2, 3, 3), (2, 3, 2)], {}),
+    ("lu_solve-adjoint", "lu_solve", [(2, 3, 3), (3, 1)], {"adjoint": True}),
+    ("lu_solve-right", "lu_solve", [(3, 3), (2, 1, 3)], {"left": False}),
+    (
+        "lu_solve-right-adjoint",
+        "lu_solve",
+        [(2, 3, 3), (2, 2, 3)],
+        {"left": False, "adjoint": True},
+    ),
+    ("solve_triangular-upper", "solve_triangular", [(2, 3, 3), (2, 3, 2)], {"upper": True}),
+    (
+        "solve_triangular-lower-unit",
+        "solve_triangular",
+        [(2, 3, 3), (3, 1)],
+        {"upper": False, "unitriangular": True},
+    ),
+    (
+        "solve_triangular-right",
+        "solve_triangular",
+        [(3, 3), (2, 2, 3)],
+        {"upper": True, "left": False},
+    ),
+    ("det", "det", [(2, 3, 3)], {}),
+    ("slogdet", "slogdet", [(2, 3, 3)], {}),
+]
+
+
+def lu_case(ops, op, shapes, params, dtype):
+    """Inputs (leaves that require grad) and the op as a function of its floating inputs
+    returning its differentiable outputs: invad's, and torch.linalg's."""
+    rng = rng_for("lu", op, shapes, params, dtype)
+    xs = [
+        torch.from_numpy(x) for x in C.primals(op, C.Shape("t", tuple(shapes), params), dtype, rng)
+    ]
+    if op == "lu_solve":
+        lu, pivots = torch.linalg.lu_factor(xs[0])
+        xs = [lu, xs[1]]
+        mine = lambda lu, b: ops.lu_solve(lu, pivots, b, **params)  # noqa: E731
+        native = lambda lu, b: torch.linalg.lu_solve(lu, pivots, b, **params)  # noqa: E731
+    elif op.startswith("lu_factor"):
+        mine = lambda a: getattr(ops, op)(a)[0]  # noqa: E731
+        native = lambda a: torch.linalg.lu_factor_ex(a)[0]  # noqa: E731
+    elif op == "solve_triangular":
+        mine = lambda a, b: ops.solve_triangular(a, b, **params)  # noqa: E731
+        native = lambda a, b: torch.linalg.solve_triangular(a, b, **params)  # noqa: E731
+    elif op == "det":
+        mine, native = ops.det, torch.linalg.det
+    else:
+        mine = lambda a: tuple(ops.slogdet(a))  # noqa: E731
+        native = lambda a: tuple(torch.linalg.slogdet(a))  # noqa: E731
+    return [x.requires_grad_() for x in xs], mine, native
+
+
+@pytest.fixture(params=LU_CASES, ids=[c[0] for c in LU_CASES])
+def lu_family_case(request):
+    return request.param[1:]
+
+
+def _loss(y):
+    """A real loss of one output or several, with second derivatives in every direction."""
+    return sum((torch.sin(t.real) + t.abs() ** 2).sum() for t in _flat(y))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lu_family_gradcheck_and_gradgradcheck(ops, lu_family_case, dtype):
+    """Finite differences against backward, forward mode, both batched (torch's legacy vmap
+    over the derivatives), and second order: reverse over reverse and forward over reverse.
+
+    In fast mode (a random projection u^T J v of each Jacobian against the same projection of
+    finite differences): the full Jacobians of these ops cost minutes to difference (torch's
+    own lu_factor and lu_solve alike), and the next test compares them entry for entry with
+    torch.linalg's, to second order.
+    """
+    op, shapes, params = lu_family_case
+    xs, mine, _ = lu_case(ops, op, shapes, params, dtype)
+    assert gradcheck(
+        mine,
+        tuple(xs),
+        check_forward_ad=True,
+        check_batched_grad=True,
+        check_batched_forward_grad=True,
+        fast_mode=True,
+    )
+    assert gradgradcheck(
+        mine, tuple(xs), check_fwd_over_rev=True, check_batched_grad=True, fast_mode=True
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lu_family_matches_torch_linalg_at_first_and_second_order(ops, lu_family_case, dtype):
+    """Values, gradients (backward), tangents (forward-mode dual tensors) and Hessian-vector
+    products (double backward) against torch.linalg's own."""
+    import torch.autograd.forward_ad as fwAD
+
+    op, shapes, params = lu_family_case
+    xs, mine, native = lu_case(ops, op, shapes, params, dtype)
+    got, want = _flat(mine(*xs)), _flat(native(*xs))
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        assert rel_err(g, w) < 1e-12
+    if op.startswith("lu_factor"):
+        pivots = getattr(ops, op)(xs[0])[1]
+        assert torch.equal(pivots, torch.linalg.lu_factor_ex(xs[0])[1]) and not pivots.requires_grad
+    rng = rng_for("directions", op, shapes, dtype)
+    vs = [random(rng, tuple(x.shape), dtype) for x in xs]
+    g_mine = torch.autograd.grad(_loss(mine(*xs)), xs, create_graph=True)
+    g_native = torch.autograd.grad(_loss(native(*xs)), xs, create_graph=True)
+    for gm, gn, x in zip(g_mine, g_native, xs, strict=True):
+        assert gm.dtype == x.dtype and rel_err(gm, gn) < 1e-10
+    _same(torch.autograd.grad(g_mine, xs, vs), torch.autograd.grad(g_native, xs, vs), 1e-9)
+    with fwAD.dual_level():
+        duals = [fwAD.make_dual(x.detach(), v) for x, v in zip(xs, vs)]
+        t_mine = [fwAD.unpack_dual(y).tangent for y in _flat(mine(*duals))]
+        t_native = [fwAD.unpack_dual(y).tangent for y in _flat(native(*duals))]
+    for tm, tn in zip(t_mine, t_native, strict=True):
+        tn = torch.zeros_like(tm) if tn is None else tn  # real slogdet: torch's sign has none
+        assert rel_err(tm, tn) < 1e-10
+
+
+#: One case per op and variant for the torch.func transforms (each is compiled by functorch).
+LU_FUNC_CASES = [
+    c
+    for c in LU_CASES
+    if c[0]
+    in {
+        "lu_factor-wide",
+        "lu_factor-tall",
+        "lu_solve",
+        "lu_solve-right-adjoint",
+        "solve_triangular-lower-unit",
+        "solve_triangular-right",
+        "det",
+        "slogdet",
+    }
+]
+
+LU_TRANSFORMS = {
+    "jacrev": lambda f: torch.func.jacrev(f, argnums=0),
+    "jacfwd": lambda f: torch.func.jacfwd(f, argnums=0),
+    "hessian": lambda f: torch.func.hessian(f, argnums=0),
+    "vmap-grad": lambda f: torch.func.vmap(torch.func.grad(f, argnums=0)),
+}
+
+
+@pytest.mark.parametrize("name", list(LU_TRANSFORMS))
+@pytest.mark.parametrize("case", LU_FUNC_CASES, ids=[c[0] for c in LU_FUNC_CASES])
+def test_lu_family_torch_func_transforms_match_torch_linalg(ops, case, name):
+    """jacrev, jacfwd, hessian and vmap of grad on a real loss of every output of the op
+    (with respect to its first input), against the same on torch.linalg's op."""
+    _, op, shapes, params = case
+    xs, mine, native = lu_case(ops, op, shapes, params, "float64")
+    others = [x.detach() for x in xs[1:]]
+    if name.startswith("vmap"):  # three examples of the first input
+        rng = rng_for("vmap-examples", op)
+        first = torch.stack(
+            [xs[0].detach() + 0.1 * random(rng, tuple(xs[0].shape), "float64") for _ in range(3)]
+        )
+    else:
+        first = xs[0].detach()
+
+    def loss(f):
+        return lambda x: _loss(f(x, *others))
+
+    _same(LU_TRANSFORMS[name](loss(mine))(first), LU_TRANSFORMS[name](loss(native))(first))
+
+
+@pytest.mark.parametrize("case", LU_FUNC_CASES, ids=[c[0] for c in LU_FUNC_CASES])
+def test_lu_family_vmap_matches_a_python_loop(ops, case):
+    """torch.func.vmap of the op itself (every output, pivots and info included)."""
+    _, op, shapes, params = case
+    rng = rng_for("vmap-op", op)
+    xs, _, _ = lu_case(ops, op, shapes, params, "float64")
+    xs = [
+        torch.stack([x.detach() + 0.1 * random(rng, tuple(x.shape), "float64") for _ in range(3)])
+        for x in xs
+    ]
+    if op == "lu_solve":  # factor each example with torch, the pivots batched too
+        lu, pivots = torch.linalg.lu_factor(xs[0])
+        xs = [lu, pivots, xs[1]]
+    fn = getattr(ops, op)
+    batched = torch.func.vmap(lambda *z: fn(*z, **params))(*xs)
+    looped = [fn(*(x[i] for x in xs), **params) for i in range(3)]
+    for k, got in enumerate(_flat(batched)):
+        want = torch.stack([_flat(y)[k] for y in looped])
+        assert got.dtype == want.dtype
+        _same(got, want, 1e-13)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lu_solve_of_lu_factor_has_the_derivatives_of_solve(ops, dtype):
+    """Through torch's autograd: gradients, Hessian-vector products (double backward),
+    forward-mode tangents and jacrev of lu_solve(*lu_factor(a), b) and of solve(a, b)."""
+    import torch.autograd.forward_ad as fwAD
+
+    rng = rng_for("lu-is-solve", dtype)
+    a = well_conditioned(rng, (2,), 4, dtype).requires_grad_()
+    b = random(rng, (2, 4, 3), dtype).requires_grad_()
+    va, vb = random(rng, (2, 4, 4), dtype), random(rng, (2, 4, 3), dtype)
+    for params in ({}, {"left": False, "b": b.mT}, {"adjoint": True}):
+        rhs = params.pop("b", b)
+        left = params.get("left", True)
+
+        def factored(a, b, params=params):
+            return ops.lu_solve(*ops.lu_factor(a), b, **params)
+
+        def direct(a, b, params=params, left=left):
+            return ops.solve(a.mH if params.get("adjoint") else a, b, left=left)
+
+        def first_and_second(f, rhs=rhs):
+            (ga, gb) = torch.autograd.grad(_loss(f(a, rhs)), (a, b), create_graph=True)
+            return (ga, gb, *torch.autograd.grad((ga, gb), (a, b), (va, vb)))
+
+        _same(first_and_second(factored), first_and_second(direct), 1e-10)
+        with fwAD.dual_level():
+            duals = (
+                fwAD.make_dual(a.detach(), va),
+                fwAD.make_dual(rhs.detach(), vb.mT if not left else vb),
+            )
+            _same(
+                fwAD.unpack_dual(factored(*duals)).tangent,
+                fwAD.unpack_dual(direct(*duals)).tangent,
+                1e-10,
+            )
+        if dtype == "float64":  # torch.func's Jacobians take real inputs only
+            jac = torch.func.jacrev(lambda a, f, rhs=rhs: f(a, rhs.detach()), argnums=0)
+            _same(jac(a.detach(), factored), jac(a.detach(), direct), 1e-10)
+
+
+def _five_point(f, a, da, step=1e-3):
+    """Central differences of order 4 of f at a along da (det is a polynomial: exact but for
+    the step**4 term)."""
+    return (
+        -f(a + 2 * step * da) + 8 * f(a + step * da) - 8 * f(a - step * da) + f(a - 2 * step * da)
+    ) / (12 * step)
+
+
+SINGULAR_KINDS = ("zero-row", "rank-n-1", "rank-n-2")
+
+
+def singular(kind, dtype, rng, n=4):
+    x = C.random_array(rng, (n, n), dtype)
+    if kind == "zero-row":  # rank n-1 with an exact zero pivot
+        x[1] = 0
+    elif kind == "rank-n-1":  # a product: singular only to rounding
+        x = C.random_array(rng, (n, n - 1), dtype) @ C.random_array(rng, (n - 1, n), dtype)
+    else:
+        x = C.random_array(rng, (n, n - 2), dtype) @ C.random_array(rng, (n - 2, n), dtype)
+    return torch.from_numpy(x)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", SINGULAR_KINDS)
+def test_det_derivative_at_singular_matrices(ops, kind, dtype):
+    """The adjugate, through backward, forward mode and torch.func.grad (where no value can be
+    read), against central differences and torch.linalg.det's gradient; a well-conditioned
+    matrix beside it in the batch keeps its own derivatives, the second order included."""
+    rng = rng_for("singular-det", kind, dtype)
+    a = torch.stack([singular(kind, dtype, rng), well_conditioned(rng, (), 4, dtype)])
+    da = random(rng, (2, 4, 4), dtype)
+    w = random(rng, (2,), dtype)
+    # The gradient against differences along da, ...
+
+    def loss(f):
+        return lambda a: (w.conj() * f(a)).real.sum()  # <w, det(a)>: its gradient is w adj(a)^H
+
+    leaf = a.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(loss(ops.det)(leaf), leaf)
+    assert (
+        abs((grad.conj() * da).real.sum().item() - _five_point(loss(ops.det), a, da).item()) < 1e-8
+    )
+    # torch.linalg.det's own gradient where it takes singular input into account: in grad
+    # mode (its first-order shortcut perturbs a zero pivot and is off at exact zeros).
+    (native,) = torch.autograd.grad(loss(torch.linalg.det)(leaf), leaf, create_graph=True)
+    _same(grad, native, 1e-8)
+    _same(torch.func.grad(loss(ops.det))(a), grad, 1e-10)  # where if_any cannot read det
+    # Forward mode: the tangent of det against differences.
+    _same(torch.func.jvp(ops.det, (a,), (da,))[1], _five_point(torch.linalg.det, a, da), 1e-8)
+
+    # Second order, on the nonsingular element: the derivative of the gradient along da
+    # (forward over reverse) against differences of gradients. At the singular one the
+    # adjugate path reads the forward's LU as a constant: its derivative is not the
+    # adjugate's (first order only there).
+    def gradient(x):
+        x = x.clone().requires_grad_()
+        return torch.autograd.grad(loss(ops.det)(x), x)[0]
+
+    reference = _five_point(gradient, a, da)
+    hvp = torch.func.jvp(torch.func.grad(loss(ops.det)), (a,), (da,))[1]
+    _same(hvp[1], reference[1], 1e-6)
+
+
+@pytest.mark.parametrize(
+    ("op", "args", "params"),
+    [
+        ("lu_solve", ("LU", "pivots", "b"), {}),
+        ("solve_triangular", ("a", "b"), {"upper": True}),
+        ("solve_triangular", ("a", "b"), {"upper": False, "left": False}),
+    ],
+)
+def test_singular_lu_solve_and_solve_triangular_raise_naming_op_shape_and_index(
+    ops, op, args, params
+):
+    rng = rng_for("singular-lu", op, params)
+    a = well_conditioned(rng, (3,), 3, "float64")
+    a[1, 2, 2] = 0.0  # batch element 1: a zero on the diagonal (of U, of the triangle)
+    lu, pivots = a, torch.tensor([1, 2, 3], dtype=torch.int32).expand(3, 3)
+    values = {"LU": lu, "pivots": pivots, "a": a, "b": random(rng, (3, 3, 3), "float64")}
+    with pytest.raises(torch.linalg.LinAlgError) as info:
+        getattr(ops, op)(*(values[k] for k in args), **params)
+    message = str(info.value)
+    assert f"invad.{op}" in message and "(3, 3, 3)" in message and "(1,)" in message
+    assert "[2, 2]" in message  # what is zero: U[2, 2] or a[2, 2]
+
+
+def test_lu_factor_det_slogdet_and_ex_never_raise(ops):
+    a = well_conditioned(rng_for("never"), (3,), 3, "float64")
+    a[1] = 0.0
+    lu, pivots = ops.lu_factor(a)
+    assert torch.equal(lu, torch.linalg.lu_factor_ex(a)[0])
+    assert ops.lu_factor_ex(a)[2].tolist() == [0, 1, 0]
+    assert ops.det(a)[1] == 0 and ops.det(a)[0] != 0
+    sign, logabsdet = ops.slogdet(a)
+    assert sign[1] == 0 and logabsdet[1] == -math.inf and torch.isfinite(logabsdet[[0, 2]]).all()
+    pivots_ok = torch.linalg.lu_factor(a[0])[1]
+    assert pivots.dtype == torch.int32 and torch.equal(pivots[0], pivots_ok)
+
+
+def test_lu_solve_takes_torch_pivots_of_either_integer_dtype_and_promotes_floats_only(ops):
+    rng = rng_for("pivots-dtype")
+    a = well_conditioned(rng, (2,), 3, "float64")
+    b = random(rng, (2, 3, 2), "complex128")
+    lu, pivots = torch.linalg.lu_factor(a)
+    x = ops.lu_solve(lu, pivots, b)  # float64 LU, complex b: a complex solution
+    assert x.dtype == torch.complex128
+    _same(x, torch.linalg.solve(a.to(b.dtype), b), 1e-12)
+    assert torch.equal(ops.lu_solve(lu, pivots.long(), b), x)
+    lu_, b_ = lu.clone().requires_grad_(), b.clone().requires_grad_()
+    g_lu, g_b = torch.autograd.grad(ops.lu_solve(lu_, pivots, b_).abs().pow(2).sum(), (lu_, b_))
+    assert g_lu.dtype == torch.float64 and g_b.dtype == torch.complex128
+    with pytest.raises(ValueError, match=r"invad\.lu_solve: `pivots` must be an integer"):
+        ops.lu_solve(lu, pivots.double(), b)

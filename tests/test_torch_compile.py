@@ -9,6 +9,7 @@ raise ``torch.linalg.LinAlgError`` when it runs, as ``torch.linalg`` does.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 DTYPE = torch.float64
-SINGULAR = r"invad\.(inv|solve|tensorinv|tensorsolve): "  # the op that raised first
+SINGULAR = r"invad\.(inv|solve|tensorinv|tensorsolve|lu_solve|solve_triangular): "  # the first
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +51,14 @@ def _inputs(seed: int = 0) -> dict[str, Any]:
 
 
 def every_op(ops: Any, a: Any, b: Any, c: Any, v: Any, t: Any, tb: Any) -> tuple[Any, ...]:
-    """Every op and variant once; the ``_ex`` ops' ``info`` too."""
+    """Every op and variant once; the ``_ex`` ops' ``info`` (and pivots) too."""
     inv_ex, inv_info = ops.inv_ex(a)
     solve_ex, solve_info = ops.solve_ex(a, c, left=False)
     # (a batched `a` with a vector `b` and left=False: a rule fix under way elsewhere)
     solve_ex_v, solve_info_v = ops.solve_ex(a[0], v, left=False)
+    lu, pivots = ops.lu_factor(a)
+    tall, tall_pivots, tall_info = ops.lu_factor_ex(a[..., :2])  # (2, 3, 2)
+    sign, logabsdet = ops.slogdet(a)
     return (
         ops.inv(a),
         inv_ex,
@@ -65,13 +69,25 @@ def every_op(ops: Any, a: Any, b: Any, c: Any, v: Any, t: Any, tb: Any) -> tuple
         solve_ex_v,
         ops.tensorinv(t, ind=2),
         ops.tensorsolve(t, tb),
+        lu,
+        tall,
+        ops.lu_solve(lu, pivots, b),
+        ops.lu_solve(lu, pivots, c, left=False, adjoint=True),
+        ops.solve_triangular(a, b, upper=True),
+        ops.solve_triangular(a, c, upper=False, left=False, unitriangular=True),
+        ops.det(a),
+        sign,
+        logabsdet,
         inv_info,
         solve_info,
         solve_info_v,
+        pivots,
+        tall_pivots,
+        tall_info,
     )
 
 
-N_VALUES = 9  # the differentiable outputs of every_op, before the infos
+N_VALUES = 18  # the differentiable outputs of every_op, before the infos and pivots
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +138,7 @@ def test_compiled_singular_raises(compiled: Any, which: str) -> None:
     singular = inputs[which].clone()
     singular[1] = 0  # batch element 1 of `a`; the second row block of the tensor
     inputs[which] = singular
-    with pytest.raises(
-        torch.linalg.LinAlgError, match=r"invad\.(inv|solve|tensorinv|tensorsolve): "
-    ):
+    with pytest.raises(torch.linalg.LinAlgError, match=SINGULAR):
         _values_and_grads(compiled, inputs)
     with pytest.raises(torch.linalg.LinAlgError), torch.no_grad():
         compiled(*inputs.values())
@@ -145,11 +159,24 @@ def test_compiled_solve_alone_raises_on_singular_input(ops: Any) -> None:
 
 
 def test_compiled_ex_ops_report_info(ops: Any) -> None:
-    """The ``_ex`` ops never raise in a graph either: ``info`` says where."""
+    """The ``_ex`` ops and lu_factor, det, slogdet never raise in a graph either: ``info``
+    says where; det is 0 and slogdet (0, -inf) there."""
     torch._dynamo.reset()
-    f = torch.compile(lambda a, b: (ops.inv_ex(a)[1], ops.solve_ex(a, b)[1]), fullgraph=True)
+    f = torch.compile(
+        lambda a, b: (
+            ops.inv_ex(a)[1],
+            ops.solve_ex(a, b)[1],
+            ops.lu_factor_ex(a)[2],
+            ops.lu_factor(a)[0],
+            ops.det(a),
+            *ops.slogdet(a),
+        ),
+        fullgraph=True,
+    )
     a = _inputs()["a"]
     a[1] = 0  # singular: info 1
-    inv_info, solve_info = f(a, torch.ones(2, 3, 1, dtype=DTYPE))
-    assert inv_info[0] == 0 and inv_info[1] > 0 and solve_info[1] > 0
+    inv_info, solve_info, lu_info, lu, det, sign, logabsdet = f(a, torch.ones(2, 3, 1, dtype=DTYPE))
+    assert inv_info[0] == 0 and inv_info[1] > 0 and solve_info[1] > 0 and lu_info.tolist() == [0, 1]
+    torch.testing.assert_close(lu, torch.linalg.lu_factor_ex(a)[0])
+    assert det[1] == 0 and sign[1] == 0 and logabsdet[1] == -math.inf and det[0] != 0
     torch._dynamo.reset()

@@ -16,12 +16,14 @@ import numpy as np
 # Import the subpackage `invad.backends` before defining the function `backends`
 # below: a first import of the subpackage later on would rebind the name.
 from . import backends as _builtin_backends  # noqa: F401
+from ._listing import backends, rules
 from .backend import Backend
 from .errors import BackendNotFoundError
 from .ops import Ops
 from .registry import REGISTRY, BackendInfo
 from .rules import RULES, Contract
 
+#: The version, written here only: pyproject.toml reads it (setuptools `attr`).
 __version__ = "0.1.0"
 
 DEFAULT_BACKEND = "numpy"
@@ -57,16 +59,6 @@ def _device_key(device: Any) -> Any:
     except TypeError:
         return repr(device)
     return device
-
-
-def backends() -> list[BackendInfo]:
-    """Every known backend: name, plugin and version, available or why not, AD kind, devices."""
-    return REGISTRY.infos()
-
-
-def rules() -> list[Contract]:
-    """The contract of every rule, in the order invad installs them."""
-    return [rule.contract for rule in RULES.values()]
 
 
 #: Inputs that belong to no framework: numpy.linalg converts them, others refuse them.
@@ -130,6 +122,9 @@ lu_solve = _dispatching("lu_solve")
 solve_triangular = _dispatching("solve_triangular")
 det = _dispatching("det")
 slogdet = _dispatching("slogdet")
+cholesky = _dispatching("cholesky")
+cholesky_ex = _dispatching("cholesky_ex")
+cholesky_solve = _dispatching("cholesky_solve")
 
 __all__ = [
     "Backend",
@@ -138,6 +133,9 @@ __all__ = [
     "Contract",
     "Ops",
     "backends",
+    "cholesky",
+    "cholesky_ex",
+    "cholesky_solve",
     "det",
     "install",
     "inv",

@@ -4,12 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import array_api_compat
+import numpy as np
 
-from .rules import Linalg, Rule
+from .rules import Linalg, Rule, _linalg
 from .rules._rule import ZERO_PIVOT
+
+
+class Derivatives(NamedTuple):
+    """A backend's own ``ops.jvp`` and ``ops.vjp`` of one op (:meth:`Backend.derivatives`).
+
+    ``jvp(primals, tangents, params)`` and ``vjp(primals, cotangents, params)`` take
+    what :meth:`invad.ops.Ops.jvp` and :meth:`~invad.ops.Ops.vjp` take (``primals`` and
+    ``tangents`` as tuples, the op's keyword parameters as a dict) and return what they
+    return.
+    """
+
+    jvp: Callable[[tuple[Any, ...], tuple[Any, ...], dict[str, Any]], tuple[Any, Any]]
+    vjp: Callable[[tuple[Any, ...], Any, dict[str, Any]], tuple[Any, tuple[Any, ...]]]
 
 
 class Backend:
@@ -32,6 +46,10 @@ class Backend:
     raises_on_singular: ClassVar[bool] = True
     #: How error messages name this backend's arrays (``"numpy.ndarray"``, ``"torch.Tensor"``).
     array_type: ClassVar[str] = "its own arrays"
+    #: The top-level modules that :meth:`load` imports (``("torch",)``). Optional: with
+    #: them, invad tells whether the framework is installed without importing it (an
+    #: error message that lists the backends then loads none of them).
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def load(self) -> None:
         """Import the framework; raise (ImportError, RuntimeError, ...) if it cannot be used.
@@ -110,9 +128,10 @@ class Backend:
         """Optional native kernels: an object with any of ``lu_factor``, ``lu_solve``, ``inv``.
 
         Their contracts are in :mod:`invad.rules._linalg`. Whatever is missing
-        falls back to portable array-API kernels.
+        falls back to portable array-API kernels. The default is those portable
+        kernels with NumPy's floating-point warnings off (:class:`PortableKernels`).
         """
-        return None
+        return PortableKernels(self.namespace())
 
     def raise_if_singular(
         self, op: str, shape: tuple[int, ...], info: Any, what: str = ZERO_PIVOT
@@ -120,9 +139,9 @@ class Backend:
         """Raise :attr:`linalg_error` if ``info`` flags a singular matrix.
 
         The message names the op, the shape and the first singular batch
-        index, and says what ``info = k`` means (``what``, the rule's
-        ``Contract.zero_pivot``, with ``{k}`` for ``k - 1``). Does nothing where
-        :attr:`raises_on_singular` is false.
+        index, and says what ``info = k`` means: ``what`` is the rule's
+        ``Rule.zero_pivot(params)``, a format string (see ``ZERO_PIVOT``).
+        Does nothing where :attr:`raises_on_singular` is false.
         """
         if not self.raises_on_singular:
             return
@@ -131,11 +150,7 @@ class Backend:
             return
         index = tuple(int(i[0]) for i in xp.nonzero(info != 0)) if info.ndim else ()
         k = int(info[index]) if index else int(info)
-        where = f" at batch index {index}" if index else ""
-        raise self.linalg_error(
-            f"invad.{op}: singular matrix{where} (input shape {tuple(shape)}): "
-            + what.format(k=k - 1)
-        )
+        raise self.linalg_error(singular_message(op, shape, index, k, what))
 
     def native_op(
         self, rule: Rule, la: Linalg, functional: Callable[..., Any]
@@ -146,6 +161,17 @@ class Backend:
         primal, singular error); a native op usually wraps the same steps in
         the framework's custom-derivative machinery. Return ``None`` to install
         ``functional`` as it is (frameworks without AD).
+        """
+        return None
+
+    def derivatives(self, rule: Rule, la: Linalg) -> Derivatives | None:
+        """This backend's own ``ops.jvp`` and ``ops.vjp`` of ``rule``, or ``None`` (the default).
+
+        By default :class:`~invad.ops.Ops` runs the rule's primal and then its
+        ``jvp`` or ``vjp`` with the kernels, eagerly. A backend whose arrays are
+        lazy (Dask) returns :class:`Derivatives` that build the same computation
+        as a graph instead, with the same arguments, checks and results. Called
+        once per rule, at install time.
         """
         return None
 
@@ -177,6 +203,44 @@ class Backend:
     def from_numpy(self, x: Any, device: Any) -> Any:
         """An array of this framework on ``device`` from a NumPy array (conformance checks)."""
         return self.namespace().asarray(x, device=device)
+
+
+def singular_message(
+    op: str, shape: tuple[int, ...], index: tuple[int, ...], k: int, what: str = ZERO_PIVOT
+) -> str:
+    """The singular-matrix error's message for ``info = k`` at batch ``index`` (none for one
+    matrix): ``what`` (the rule's ``Rule.zero_pivot(params)``, see ``ZERO_PIVOT``) formatted."""
+    where = f" at batch index {index}" if index else ""
+    return f"invad.{op}: " + what.format(where=where, shape=tuple(shape), k=k - 1, order=k)
+
+
+class PortableKernels:
+    """invad's portable array-API kernels (``portable_<name>`` in :mod:`invad.rules._linalg`)
+    over ``xp``, run with NumPy's floating-point warnings off.
+
+    A singular matrix makes the portable LU divide by its zero pivot on purpose:
+    ``info`` says where, and the ops that raise do so with ``LinAlgError``. On a
+    namespace that computes with NumPy (array-api-strict, say) every such division
+    would also print a ``RuntimeWarning``. ``numpy.errstate`` holds for the current
+    thread and context only, so the caller's own NumPy settings are untouched, and
+    it does nothing for frameworks that are not NumPy.
+    """
+
+    def __init__(self, xp: Any) -> None:
+        self.xp = xp
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        portable = getattr(_linalg, f"portable_{name}", None) if not name.startswith("_") else None
+        if portable is None:
+            raise AttributeError(name)  # no portable kernel: Linalg builds its own fallback
+        xp = self.xp
+
+        def kernel(*args: Any, **kwargs: Any) -> Any:
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                return portable(xp, *args, **kwargs)
+
+        kernel.__name__ = kernel.__qualname__ = name
+        return kernel
 
 
 def type_name(x: Any) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import install
+from ._progress import Progress
 
 #: (n, batch, right-hand sides): the sizes every backend benchmark uses.
 SIZES = ((3, (), 1), (4, (10000,), 1), (64, (256,), 1), (256, (16,), 1), (1024, (), 64))
@@ -62,16 +63,21 @@ def vjp_via_inverse(
     return -g @ np.swapaxes(x, -1, -2).conj(), g
 
 
-def run(repeats: int = 15) -> list[dict[str, Any]]:
+def run(repeats: int = 15, progress: Progress | None = None) -> list[dict[str, Any]]:
+    """One row of median times per size of :data:`SIZES`; ``progress`` counts the sizes."""
     ops = install("numpy")
     rng = np.random.default_rng(0)
     rows = []
-    for n, batch, k in SIZES:
+    for i, (n, batch, k) in enumerate(SIZES):
+        if progress is not None:
+            progress.update(i, len(SIZES), f"n={n}")
         a = rng.standard_normal((*batch, n, n)) + 2 * np.sqrt(n) * np.eye(n)
         b = rng.standard_normal((*batch, n, k))
         xbar = rng.standard_normal((*batch, n, k))
         t = time_size(ops, a, b, xbar, repeats if n < 1024 else max(3, repeats // 3))
         rows.append({"n": n, "batch": batch, "k": k, **t})
+    if progress is not None:
+        progress.update(len(SIZES), len(SIZES))
     return rows
 
 
@@ -90,7 +96,12 @@ def time_size(
     )
 
 
-def main(repeats: int = 15) -> int:
+def main(repeats: int = 15, progress: bool = True) -> int:
+    """Print the table of :func:`run`, with progress on stderr unless ``progress`` is false."""
+    if repeats < 1:
+        raise ValueError(f"invad bench: repeats must be at least 1, got {repeats}")
+    with Progress("invad bench", len(SIZES), enabled=progress) as bar:
+        rows = run(repeats, bar)
     print(f"invad bench: numpy {np.__version__}, {platform.machine()}, {platform.python_version()}")
     print("median seconds; ratios side by side in one process\n")
     header = (
@@ -107,7 +118,7 @@ def main(repeats: int = 15) -> int:
     )
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
-    for r in run(repeats):
+    for r in rows:
         extra = r["fwd+vjp"] - r["forward"]
         cells = (
             r["n"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .backend import Backend
+from .backend import Backend, Derivatives
 from .rules import RULES, Linalg, Primal, Rule
 
 Array = Any
@@ -31,6 +31,9 @@ class Ops:
     solve_triangular: Callable[..., Array]
     det: Callable[..., Array]
     slogdet: Callable[..., tuple[Array, Array]]
+    cholesky: Callable[..., Array]
+    cholesky_ex: Callable[..., tuple[Array, Array]]
+    cholesky_solve: Callable[..., Array]
 
     def __init__(self, backend: Backend, device: Any) -> None:
         self.backend = backend
@@ -38,10 +41,15 @@ class Ops:
         self.device: Any = device
         self.xp: Any = backend.namespace()
         self.la = Linalg.build(self.xp, backend.kernels(device))
+        #: The backend's own ``jvp``/``vjp`` per op (:meth:`Backend.derivatives`), if any.
+        self._derivatives: dict[str, Derivatives] = {}
         for rule in RULES.values():
             functional = _functional_op(rule, self.la, backend)
             native = backend.native_op(rule, self.la, functional)
             setattr(self, rule.name, native if native is not None else functional)
+            own = backend.derivatives(rule, self.la)
+            if own is not None:
+                self._derivatives[rule.name] = own
 
     def __repr__(self) -> str:
         return f"<invad.Ops backend={self.name!r} device={self.device!r}>"
@@ -54,11 +62,7 @@ class Ops:
 
     def _primal(self, rule: Rule, primals: Sequence[Array], params: dict[str, Any]) -> Any:
         primals = tuple(primals)
-        if len(primals) != len(rule.contract.inputs):
-            raise TypeError(
-                f"invad.{rule.name}: expected {len(rule.contract.inputs)} primals "
-                f"({', '.join(rule.contract.inputs)}), got {len(primals)}"
-            )
+        check_primals(rule, primals)
         primals = self.backend.accept(rule.name, rule.contract.inputs, primals)
         return checked_primal(rule, self.la, self.backend, primals, params)
 
@@ -74,29 +78,17 @@ class Ops:
         """
         rule = self._rule(op)
         primals = tuple(primals)
+        own = self._derivatives.get(op)
+        if own is not None:
+            return own.jvp(primals, tuple(tangents), params)
         with self.backend.on_device_of(primals[0] if primals else None):
             return self._jvp(rule, primals, tuple(tangents), params)
 
     def _jvp(
         self, rule: Rule, primals: tuple[Array, ...], tangents: tuple[Any, ...], params: Any
     ) -> tuple[Any, Any]:
-        op = rule.name
         primal = self._primal(rule, primals, params)
-        if len(tangents) != len(primals):
-            raise TypeError(
-                f"invad.{op}: expected {len(primals)} tangents "
-                f"({', '.join(rule.contract.inputs)}), got {len(tangents)}"
-            )
-        for name, x, t, integer in zip(rule.contract.inputs, primals, tangents, rule.integer):
-            if t is None:
-                continue
-            if integer:
-                raise ValueError(f"invad.{op}: `{name}` is an integer input; its tangent is None")
-            if tuple(t.shape) != tuple(x.shape):
-                raise ValueError(
-                    f"invad.{op}: the tangent of `{name}` has shape {tuple(t.shape)}, "
-                    f"expected {tuple(x.shape)}"
-                )
+        check_tangents(rule, primals, tangents)
         out = rule.jvp(self.la, primal.residuals, tangents, **params)
         values = rule.values(primal)
         douts = out if rule.multi else (out,)
@@ -121,33 +113,20 @@ class Ops:
         """
         rule = self._rule(op)
         primals = tuple(primals)
+        own = self._derivatives.get(op)
+        if own is not None:
+            return own.vjp(primals, cotangents, params)
         with self.backend.on_device_of(primals[0] if primals else None):
             return self._vjp(rule, primals, cotangents, params)
+
+    def _number(self, ct: Any, like: Array) -> Array:
+        return self.xp.asarray(ct, dtype=like.dtype, device=self.backend.device_of(like))
 
     def _vjp(
         self, rule: Rule, primals: tuple[Array, ...], cotangents: Any, params: Any
     ) -> tuple[Any, tuple[Array, ...]]:
-        op = rule.name
         primal = self._primal(rule, primals, params)
-        values = rule.values(primal)
-        several = rule.returns_info or rule.multi
-        cts = tuple(cotangents)[: len(values)] if several else (cotangents,)
-        if len(cts) != len(values):
-            raise ValueError(
-                f"invad.{op}: expected {len(values)} cotangents "
-                f"({', '.join(rule.value_names)}), got {len(cts)}"
-            )
-        fitted = []
-        for name, v, ct, diff in zip(rule.value_names, values, cts, rule.differentiable):
-            if ct is None or not diff:
-                fitted.append(None)
-                continue
-            if tuple(ct.shape) != tuple(v.shape):
-                raise ValueError(
-                    f"invad.{op}: the cotangent of `{name}` has shape {tuple(ct.shape)}, "
-                    f"expected {tuple(v.shape)}"
-                )
-            fitted.append(ct)
+        fitted = check_cotangents(rule, rule.values(primal), cotangents, self._number)
         needs = tuple(not integer for integer in rule.integer)
         if rule.multi:
             xbars = rule.vjp(self.la, primal.residuals, tuple(fitted), needs, **params)
@@ -160,6 +139,68 @@ class Ops:
             for x, xb, integer in zip(primals, xbars, rule.integer)
         )
         return rule.result(primal), xbars
+
+
+def check_primals(rule: Rule, primals: Sequence[Array]) -> None:
+    """``ops.jvp``'s and ``ops.vjp``'s primals: one per input."""
+    if len(primals) != len(rule.contract.inputs):
+        raise TypeError(
+            f"invad.{rule.name}: expected {len(rule.contract.inputs)} primals "
+            f"({', '.join(rule.contract.inputs)}), got {len(primals)}"
+        )
+
+
+def check_tangents(rule: Rule, primals: Sequence[Array], tangents: Sequence[Any]) -> None:
+    """``ops.jvp``'s tangents: one per input, ``None`` for integer inputs, the inputs' shapes."""
+    op = rule.name
+    if len(tangents) != len(primals):
+        raise TypeError(
+            f"invad.{op}: expected {len(primals)} tangents "
+            f"({', '.join(rule.contract.inputs)}), got {len(tangents)}"
+        )
+    for name, x, t, integer in zip(rule.contract.inputs, primals, tangents, rule.integer):
+        if t is None:
+            continue
+        if integer:
+            raise ValueError(f"invad.{op}: `{name}` is an integer input; its tangent is None")
+        if tuple(t.shape) != tuple(x.shape):
+            raise ValueError(
+                f"invad.{op}: the tangent of `{name}` has shape {tuple(t.shape)}, "
+                f"expected {tuple(x.shape)}"
+            )
+
+
+def check_cotangents(
+    rule: Rule,
+    values: Sequence[Array],
+    cotangents: Any,
+    number: Callable[[Any, Array], Array],
+) -> list[Any]:
+    """``ops.vjp``'s cotangents, one per value output of shape ``values``' (``info``'s dropped),
+    as a list with ``None`` for zero and for the outputs that are not differentiable.
+    ``number(ct, v)`` makes an array like ``v`` of a Python number (for a 0-d output)."""
+    op = rule.name
+    several = rule.returns_info or rule.multi
+    cts = tuple(cotangents)[: len(values)] if several else (cotangents,)
+    if len(cts) != len(values):
+        raise ValueError(
+            f"invad.{op}: expected {len(values)} cotangents "
+            f"({', '.join(rule.value_names)}), got {len(cts)}"
+        )
+    fitted: list[Any] = []
+    for name, v, ct, diff in zip(rule.value_names, values, cts, rule.differentiable):
+        if ct is None or not diff:
+            fitted.append(None)
+            continue
+        if isinstance(ct, (int, float, complex)):  # a Python number for a 0-d output
+            ct = number(ct, v)
+        if tuple(ct.shape) != tuple(v.shape):
+            raise ValueError(
+                f"invad.{op}: the cotangent of `{name}` has shape {tuple(ct.shape)}, "
+                f"expected {tuple(v.shape)}"
+            )
+        fitted.append(ct)
+    return fitted
 
 
 def _check_same_device(
@@ -189,7 +230,7 @@ def checked_primal(
     primal = rule.primal(la, *args, **params)
     if rule.raises and not rule.returns_info:
         backend.raise_if_singular(
-            rule.name, tuple(args[0].shape), primal.info, rule.contract.zero_pivot
+            rule.name, tuple(args[0].shape), primal.info, rule.zero_pivot(params)
         )
     return primal
 

@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 import threading
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
 
 from . import hookspecs
-from .backend import Backend
+from .backend import Backend, type_name
 from .errors import BackendNotFoundError
 
-#: Built-in backends, registered as plugins like any third-party one.
-BUILTIN_PLUGINS = (
-    "invad.backends.numpy",
-    "invad.backends.torch",
-    "invad.backends.jax",
-    "invad.backends.cupy",
-)
+#: Built-in backends, registered as plugins like any third-party one, each with the
+#: top-level modules its ``load`` imports (what ``Backend.requires`` says for a plugin):
+#: telling that one is missing then costs a file-system look-up, not an import.
+BUILTIN_PLUGINS: dict[str, tuple[str, ...]] = {
+    "invad.backends.numpy": ("numpy", "scipy"),
+    "invad.backends.torch": ("torch",),
+    "invad.backends.jax": ("jax",),
+    "invad.backends.cupy": ("cupy",),
+    "invad.backends.dask": ("dask",),
+}
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,8 @@ class _Entry:
     backend: Backend | None = None
     error: BaseException | None = None
     loaded: bool = False
+    #: The modules the backend's ``load`` imports (``Backend.requires``); may be empty.
+    requires: tuple[str, ...] = ()
 
 
 @dataclass
@@ -105,7 +112,8 @@ class Registry:
             self._add(_Entry(entry_name, plugin, version, error=exc))
             return
         for backend in backends:
-            self._add(_Entry(backend.name, plugin, version, backend=backend))
+            requires = tuple(backend.requires) or BUILTIN_PLUGINS.get(plugin, ())
+            self._add(_Entry(backend.name, plugin, version, backend=backend, requires=requires))
 
     def _add(self, entry: _Entry) -> None:
         """Record a backend; a second claim on its name is reported, never resolved silently.
@@ -179,31 +187,85 @@ class Registry:
         )
 
     def owner_of(self, x: Any) -> Backend:
+        """The backend that top-level dispatch sends ``x`` to: the first that owns it.
+
+        Backends are asked in the order they were registered: the built-in ones
+        (numpy, torch, jax, cupy), then third-party plugins by entry-point name.
+        When more than one owns ``x``, a ``UserWarning`` names them all and the one
+        chosen; ``invad.install(name)`` gives the ops of any of them.
+        """
         self.discover()
-        for entry in self.entries.values():
-            if entry.backend is not None and entry.error is None and entry.backend.owns(x):
-                self._load(entry)
-                if entry.error is None:
-                    return entry.backend
-        raise TypeError(
-            "invad: no installed backend owns arrays of type "
-            f"{type(x).__module__}.{type(x).__qualname__}"
-        )
+        owners = [
+            entry
+            for entry in self.entries.values()
+            if entry.backend is not None and entry.error is None and entry.backend.owns(x)
+        ]
+        chosen = None
+        for entry in owners:
+            self._load(entry)
+            if entry.error is None:
+                chosen = entry
+                break
+        if chosen is None:
+            raise TypeError(
+                "invad: no installed backend owns arrays of type "
+                f"{type(x).__module__}.{type(x).__qualname__}"
+            )
+        if len(owners) > 1:
+            others = [e for e in owners if e is not chosen]
+            listed = ", ".join(f"{e.name!r} (plugin {e.plugin!r})" for e in owners)
+            warnings.warn(
+                f"invad: arrays of type {type_name(x)} are owned by several backends: {listed}; "
+                f"top-level dispatch (invad.solve(...), ...) uses {chosen.name!r}, the first "
+                "registered (built-in "
+                "backends first, then plugins by entry-point name). For another, call its ops: "
+                f"invad.install({others[0].name!r}).solve(...)",
+                UserWarning,
+                stacklevel=4,  # the caller of invad.solve(...)
+            )
+        assert chosen.backend is not None
+        return chosen.backend
 
     def _not_found_message(self, name: str) -> str:
-        infos = self.infos()
         entry = self.entries.get(name)
         head = (
             f"backend {name!r} is not available: {_reason(entry.error)}"
             if entry is not None and entry.error is not None
             else f"no backend named {name!r}"
         )
-        available = ", ".join(i.name for i in infos if i.available) or "none"
-        lines = [head, f"available backends: {available}"]
-        failed = [i for i in infos if not i.available and i.name != name]
+        available, failed = [], []
+        for other in self.entries.values():
+            reason = self._unavailable_without_import(other)
+            if reason is None:
+                available.append(other.name)
+            elif other.name != name:
+                failed.append(f"{other.name} ({reason})")
+        lines = [head, f"available backends: {', '.join(available) or 'none'}"]
         if failed:
-            lines.append("unavailable: " + "; ".join(f"{i.name} ({i.reason})" for i in failed))
+            lines.append("unavailable: " + "; ".join(failed))
         return "\n".join(lines)
+
+    def _unavailable_without_import(self, entry: _Entry) -> str | None:
+        """Why ``entry`` cannot be installed, or ``None``, importing no framework if possible.
+
+        A backend not loaded yet that declares the modules it needs counts as
+        available when they are all installed: importing torch and jax just to
+        list them would make an error about a missing CuPy take seconds. Without
+        that declaration the backend is loaded to find out.
+        """
+        if not entry.loaded and entry.backend is not None and entry.requires:
+            for module in entry.requires:
+                try:
+                    found = importlib.util.find_spec(module) is not None
+                except (ImportError, ValueError):
+                    found = False
+                if not found:
+                    return f"{module} is not installed"
+            return None
+        self._load(entry)
+        if entry.backend is not None and entry.error is None:
+            return None
+        return _reason(entry.error)
 
 
 def _reason(error: BaseException | None) -> str:

@@ -36,8 +36,8 @@ from numpy.linalg import _umath_linalg
 
 from ..backend import ZERO_PIVOT, Backend, not_accepted
 from ..hookspecs import hookimpl
-from ..rules import Factor
-from ..rules._linalg import broadcast_batch, portable_solve_triangular
+from ..rules import CholeskyFactor, Factor
+from ..rules._linalg import Trans, broadcast_batch, portable_solve_triangular
 
 #: The array API namespace over NumPy, for the portable kernels.
 _XP = array_api_compat.numpy
@@ -145,7 +145,7 @@ class NumpyKernels:
             return x
 
     def solve_triangular(
-        self, t: np.ndarray, b: np.ndarray, upper: bool, trans: str = "N", unit: bool = False
+        self, t: np.ndarray, b: np.ndarray, upper: bool, trans: Trans = "N", unit: bool = False
     ) -> np.ndarray:
         """``op(T)^-1 b`` reading one triangle: LAPACK ``trtrs`` per matrix for large ``n``,
         the portable substitution (vectorised over the batch) for small ``n``."""
@@ -153,7 +153,7 @@ class NumpyKernels:
         dtype = np.result_type(t, b)
         if n < LAPACK_MIN_N or b.size == 0:
             with _quiet():
-                return portable_solve_triangular(_XP, t, b, upper, trans, unit)  # type: ignore[no-any-return]
+                return portable_solve_triangular(_XP, t, b, upper, trans, unit)
         trtrs = self._lapack("trtrs", dtype)
         kw = {"lower": int(not upper), "trans": _GETRS_TRANS[trans], "unitdiag": int(unit)}
         t = t.astype(dtype, copy=False)
@@ -174,10 +174,10 @@ class NumpyKernels:
         """``P^T x`` (LAPACK's row interchanges in order), or ``P x``: one gather."""
         m = x.shape[-2]
         if pivots.ndim == 1:  # one permutation: the interchanges in plain Python
-            perm = list(range(m))
+            order = list(range(m))
             for k, p in enumerate(pivots.tolist()):
-                perm[k], perm[p] = perm[p], perm[k]
-            index = np.argsort(perm) if inverse else np.asarray(perm, dtype=np.intp)
+                order[k], order[p] = order[p], order[k]
+            index = np.argsort(order) if inverse else np.asarray(order, dtype=np.intp)
             return x[..., index, :]
         batch = pivots.shape[:-1]
         perm = np.array(np.broadcast_to(np.arange(m), (*batch, m)))
@@ -192,6 +192,41 @@ class NumpyKernels:
         x = np.broadcast_to(x, (*full, *x.shape[-2:]))
         perm = perm.reshape((1,) * (len(full) - len(batch)) + perm.shape)
         return np.take_along_axis(x, perm[..., :, None], axis=-2)
+
+    # -- Cholesky -------------------------------------------------------------------
+
+    def cholesky(self, a: np.ndarray, upper: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """NumPy's batched Cholesky gufunc (potrf per matrix, one C loop), errors silenced:
+        a matrix that is not positive definite gives NaN in its batch element, and only
+        those elements go to ``potrf`` for LAPACK's ``info``."""
+        info = np.zeros(a.shape[:-2], dtype=np.int32)
+        if a.size == 0:
+            return np.zeros_like(a), info
+        c = _CHAR[a.dtype]
+        gufunc = _umath_linalg.cholesky_up if upper else _umath_linalg.cholesky_lo
+        with _quiet():
+            factor = gufunc(a, signature=f"{c}->{c}")
+        bad = _nonfinite(factor, a.ndim - 2)
+        if bad.any():
+            potrf = self._lapack("potrf", a.dtype)
+            for i in zip(*np.nonzero(bad)) if bad.ndim else [()]:
+                with _quiet():
+                    partial, k = potrf(a[i], lower=int(not upper))
+                if k <= 0:  # NaN input: OpenBLAS's potrf does not look; its pivots tell
+                    d = np.diagonal(partial)
+                    failed = ~(np.isfinite(d) & (d.real > 0))
+                    k = int(np.argmax(failed)) + 1 if failed.any() else a.shape[-1]
+                info[i] = k
+        return factor, info
+
+    def cholesky_solve(self, factor: CholeskyFactor, b: np.ndarray) -> np.ndarray:
+        """``A^-1 b`` from ``A = L L^H``: two triangular solves (``trtrs``, or the portable
+        substitution for small ``n``)."""
+        c, upper = factor.c, factor.upper
+        first: Trans = "H" if upper else "N"
+        second: Trans = "N" if upper else "H"
+        y = self.solve_triangular(c, b, upper, first, False)
+        return self.solve_triangular(c, y, upper, second, False)
 
     # -- determinants: NumPy's batched gufuncs, no factor kept ------------------------
 

@@ -25,6 +25,13 @@ install time, that bundles the backend's array namespace with its kernels:
 - ``slogdet(a) -> (Factor, sign, logabsdet, info)`` and ``det(a) -> (Factor, det,
   info)``: from one LU (a backend whose fused kernel keeps no factor may return
   ``Factor(a, None, None)``, which its ``lu_solve`` understands);
+- ``cholesky(a, upper) -> (c, info)``: LAPACK ``potrf``, ``a = c c^H`` (``c`` lower)
+  or ``c^H c`` (``c`` upper), reading only that triangle of ``a``; ``info = k > 0``
+  where the leading minor of order ``k`` is not positive definite (or not finite);
+  the values of such batch elements are not finite;
+- ``cholesky_solve(factor, b) -> x``: ``potrs``, ``A^-1 b`` for ``factor`` a
+  :class:`CholeskyFactor` of ``A``; batch dimensions broadcast (``factor.a`` may be
+  ``None``, as for ``lu_solve``);
 - ``if_any(mask, then, otherwise)``: ``then()`` if any element of ``mask`` is
   true, else ``otherwise()``; ``then`` must be right for every element. It lets
   a rule skip work that no batch element needs (``det``'s adjugate at singular
@@ -95,6 +102,18 @@ class ArrayMeta:
         return f"ArrayMeta(shape={tuple(self.shape)}, dtype={self.dtype})"
 
 
+class CholeskyFactor(NamedTuple):
+    """A Cholesky factorization ``a = c c^H`` (``upper`` false) or ``c^H c`` (``upper`` true).
+
+    ``a`` is kept for backends that differentiate a solve with respect to the
+    matrix (torch at higher order); ``None`` for a factor the user passed in.
+    """
+
+    a: Array
+    c: Array
+    upper: bool
+
+
 LUFactor = Callable[[Array], tuple[Factor, Array]]
 LUSolve = Callable[[Factor, Array, Trans], Array]
 Inv = Callable[[Array], tuple[Array, Array]]
@@ -103,6 +122,8 @@ SolveTriangular = Callable[[Array, Array, bool, Trans, bool], Array]
 PermuteRows = Callable[[Array, Array, bool], Array]
 Slogdet = Callable[[Array], tuple[Factor, Array, Array, Array]]
 Det = Callable[[Array], tuple[Factor, Array, Array]]
+Cholesky = Callable[[Array, bool], tuple[Array, Array]]
+CholeskySolve = Callable[[CholeskyFactor, Array], Array]
 
 
 @dataclass(frozen=True)
@@ -118,6 +139,8 @@ class Linalg:
     permute_rows: PermuteRows
     slogdet: Slogdet
     det: Det
+    cholesky: Cholesky
+    cholesky_solve: CholeskySolve
     if_any: Callable[[Array, Callable[[], Any], Callable[[], Any]], Any]
     pivot_base: int = 0
 
@@ -130,6 +153,12 @@ class Linalg:
             return native if native is not None else portable
 
         base = int(getattr(kernels, "pivot_base", 0))
+        la_st = pick(
+            "solve_triangular",
+            lambda t, b, upper, trans, unit: portable_solve_triangular(
+                xp, t, b, upper, trans, unit
+            ),
+        )
         permute_rows = pick(
             "permute_rows", lambda piv, x, inverse: portable_permute_rows(xp, piv, x, inverse, base)
         )
@@ -157,15 +186,14 @@ class Linalg:
             lu_solve=lu_solve,
             inv=pick("inv", lambda a: portable_inv(xp, a)),
             solve=pick("solve", factor_then_solve),
-            solve_triangular=pick(
-                "solve_triangular",
-                lambda t, b, upper, trans, unit: portable_solve_triangular(
-                    xp, t, b, upper, trans, unit
-                ),
-            ),
+            solve_triangular=la_st,
             permute_rows=permute_rows,
             slogdet=pick("slogdet", lu_slogdet),
             det=pick("det", lu_det),
+            cholesky=pick("cholesky", lambda a, upper: portable_cholesky(xp, a, upper)),
+            cholesky_solve=pick(
+                "cholesky_solve", lambda f, b: portable_cholesky_solve(xp, f, b, la_st)
+            ),
             if_any=pick(
                 "if_any", lambda mask, then, otherwise: portable_if_any(xp, mask, then, otherwise)
             ),
@@ -211,6 +239,11 @@ def mH(xp: Any, x: Array) -> Array:
     """Conjugate transpose of the last two axes (a plain transpose for real ``x``)."""
     xt = mT(xp, x)
     return xp.conj(xt) if is_complex(xp, x) else xt
+
+
+def hermitian_part(xp: Any, x: Array) -> Array:
+    """``(x + x^H) / 2``: what a tangent of a Hermitian matrix counts by."""
+    return (x + mH(xp, x)) / 2
 
 
 def broadcast_batch(*shapes: tuple[int, ...]) -> tuple[int, ...]:
@@ -268,14 +301,15 @@ def portable_if_any(
 def first_zero(xp: Any, d: Array) -> Array:
     """LAPACK-style ``info`` of a diagonal ``d`` (``(..., n)``): 1 + the index of its first
     exact zero, 0 where it has none."""
-    zero = d == 0
     n = d.shape[-1]
     if n == 0:
         return xp.zeros(d.shape[:-1], dtype=xp.int32, device=device(d))
-    k = xp.arange(1, n + 1, dtype=xp.int32, device=device(d))
-    big = xp.asarray(n + 1, dtype=xp.int32, device=device(d))
-    first = xp.min(xp.where(zero, k, big), axis=-1)
-    return xp.where(first == big, xp.zeros_like(first), first)
+    # Among the zeros the first has the largest weight n - j: info = n + 1 - that weight,
+    # and where there is no zero (n + 1) mod (n + 1) = 0. Few operations: this runs on
+    # every forward call of lu_solve and solve_triangular.
+    weight = xp.arange(n, 0, -1, dtype=xp.int32, device=device(d))
+    top = xp.max(xp.astype(d == 0, xp.int32) * weight, axis=-1)
+    return (n + 1 - top) % (n + 1)
 
 
 def pivot_sign(xp: Any, pivots: Array, base: int, dtype: Any) -> Array:
@@ -460,6 +494,54 @@ def portable_solve_triangular(
                 x[..., j + 1 :, :] - m[..., j + 1 :, j : j + 1] * x[..., j : j + 1, :]
             )
     return x
+
+
+def portable_cholesky(xp: Any, a: Array, upper: bool = False) -> tuple[Array, Array]:
+    """Batched Cholesky (``potf2``, left-looking by columns) in array-API operations only.
+
+    Reads only the lower triangle of ``a`` (the upper one, transposed, if
+    ``upper``). A pivot that is not positive, or NaN, sets ``info`` to its order
+    (the first one only) and makes the rest of that batch element NaN, so that
+    nothing downstream looks finite.
+    """
+    m = mH(xp, a) if upper else a  # the lower triangle of m is the one to read
+    n = a.shape[-1]
+    batch = tuple(a.shape[:-2])
+    c = xp.zeros_like(m)
+    info = xp.zeros(batch, dtype=xp.int32, device=device(a))
+    for j in range(n):
+        row = c[..., j : j + 1, :j]  # L[j, :j]
+        d = m[..., j, j] - xp.sum(
+            row * xp.conj(row) if is_complex(xp, m) else row * row, axis=(-2, -1)
+        )
+        d = xp.real(d) if is_complex(xp, d) else d
+        bad = ~(d > 0)  # NaN too
+        info = xp.where(
+            (info == 0) & bad, xp.asarray(j + 1, dtype=xp.int32, device=device(a)), info
+        )
+        pivot = xp.sqrt(xp.where(bad, xp.full_like(d, float("nan")), d))
+        pivot = xp.astype(pivot, m.dtype)
+        c[..., j, j] = pivot
+        if j + 1 < n:
+            below = m[..., j + 1 :, j : j + 1] - c[..., j + 1 :, :j] @ mH(xp, row)
+            c[..., j + 1 :, j : j + 1] = below / pivot[..., None, None]
+    return (mH(xp, c) if upper else c), info
+
+
+def portable_cholesky_solve(
+    xp: Any, factor: CholeskyFactor, b: Array, solve_triangular: SolveTriangular | None = None
+) -> Array:
+    """``A^-1 b`` from ``A = L L^H`` by two triangular solves (``L = c``, or ``c^H`` if upper),
+    the backend's ``solve_triangular`` if given."""
+    if solve_triangular is None:
+
+        def solve_triangular(t: Array, y: Array, upper: bool, trans: Trans, unit: bool) -> Array:
+            return portable_solve_triangular(xp, t, y, upper, trans, unit)
+
+    c, upper = factor.c, factor.upper
+    if upper:  # A = c^H c: c^-1 c^-H b
+        return solve_triangular(c, solve_triangular(c, b, True, "H", False), True, "N", False)
+    return solve_triangular(c, solve_triangular(c, b, False, "N", False), False, "H", False)
 
 
 def portable_inv(xp: Any, a: Array) -> tuple[Array, Array]:

@@ -17,8 +17,19 @@ CONVENTION = (
 
 SUPPORTED_DTYPES = ("float32", "float64", "complex64", "complex128")
 
-#: What ``info = k`` means for an LU factorization (``{k}`` is k - 1).
-ZERO_PIVOT = "U[{k}, {k}] of its LU factorization is exactly zero"
+#: What the ``_ex`` twins of LU-based ops say about singular input.
+GETRF_INFO = (
+    "Never raises: `info` is an integer array of the batch shape, 0 where the matrix was "
+    "factored, k > 0 where U[k-1, k-1] == 0 (LAPACK getrf); it has no derivative. Values "
+    "for singular batch elements are not finite."
+)
+
+#: The singular-matrix error of an LU factorization, after ``invad.<op>: ``. Placeholders:
+#: ``{where}`` (" at batch index (i, j)" or ""), ``{shape}``, ``{k}`` (info - 1), ``{order}``.
+ZERO_PIVOT = (
+    "singular matrix{where} (input shape {shape}): U[{k}, {k}] of its LU factorization is "
+    "exactly zero"
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,15 @@ class Contract:
     integer_inputs: tuple[str, ...] = ()
     #: What ``info = k > 0`` means, for the singular-matrix error (``{k}`` is k - 1).
     zero_pivot: str = ZERO_PIVOT
+    #: Per input, how many trailing dimensions one problem takes (2 for a matrix, 1 for
+    #: ``lu_solve``'s pivots); empty means 2 for every input. The dimensions before them are
+    #: batch dimensions, broadcast between the inputs; an input with fewer dimensions
+    #: (``solve``'s vector ``b``) belongs whole to every problem of the batch. Backends that
+    #: split a batch into blocks (Dask) read it.
+    core_ndim: tuple[int, ...] = ()
+    #: False for the ops without batch dimensions (``tensorinv``, ``tensorsolve``: every
+    #: index of every input belongs to the one matrix).
+    batched: bool = True
 
 
 @dataclass(frozen=True)
@@ -74,7 +94,7 @@ class Primal:
     Python value. ``rule.residuals(*fields)`` rebuilds it.
     """
 
-    value: Array | tuple[Array, ...]
+    value: Any  # one array, or a tuple of them (several outputs)
     info: Array
     residuals: Any  # the rule's NamedTuple of arrays and ArrayMeta
 
@@ -116,6 +136,8 @@ class Rule:
     residuals: type
     returns_info: bool = False
     raises: bool = True
+    #: ``info``'s meaning when it depends on a parameter (``solve(assume_a="pos")``).
+    info_meaning: Callable[[dict[str, Any]], str] | None = None
     signature: inspect.Signature = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -156,6 +178,21 @@ class Rule:
         integer = self.contract.integer_inputs
         return tuple(name in integer for name in self.contract.inputs)
 
+    @property
+    def core_ndims(self) -> tuple[int, ...] | None:
+        """Per input, the trailing dimensions of one problem (``Contract.core_ndim``);
+        ``None`` for an op without batch dimensions."""
+        c = self.contract
+        if not c.batched:
+            return None
+        return c.core_ndim or (2,) * len(c.inputs)
+
+    def zero_pivot(self, params: dict[str, Any]) -> str:
+        """The error message for ``info != 0`` in a call with ``params`` (see ``ZERO_PIVOT``)."""
+        if self.info_meaning is not None:
+            return self.info_meaning(params)
+        return self.contract.zero_pivot
+
     def values(self, primal: Primal) -> tuple[Array, ...]:
         """``primal.value`` as a tuple, one entry per value output."""
         return primal.value if self.multi else (primal.value,)
@@ -166,18 +203,15 @@ class Rule:
             return (*self.values(primal), primal.info)
         return primal.value
 
-    def with_info(self, name: str, summary: str) -> Rule:
-        """The ``_ex`` twin of this rule: same mathematics, result ``(value, info)``."""
+    def with_info(self, name: str, summary: str, singular: str = GETRF_INFO) -> Rule:
+        """The ``_ex`` twin of this rule: same mathematics, result ``(value, info)``;
+        ``singular`` says what ``info`` holds."""
         contract = replace(
             self.contract,
             name=name,
             summary=summary,
             outputs=(*self.contract.outputs, "info"),
-            singular=(
-                "Never raises: `info` is an integer array of the batch shape, 0 where the "
-                "matrix was factored, k > 0 where U[k-1, k-1] == 0 (LAPACK getrf); it has "
-                "no derivative. Values for singular batch elements are not finite."
-            ),
+            singular=singular,
         )
         return replace(self, contract=contract, returns_info=True)
 

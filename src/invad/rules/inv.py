@@ -149,6 +149,7 @@ TENSORINV = Rule(
         domain="prod(a.shape[:ind]) == prod(a.shape[ind:]) = P, the P x P matrix nonsingular",
         singular=INV.contract.singular,
         shapes="No batch dimensions: every index of `a` belongs to the matrix (NumPy's rule).",
+        batched=False,
     ),
     check=_check_tensorinv,
     primal=_tensorinv_primal,

@@ -39,6 +39,7 @@ from ._linalg import (
     ArrayMeta,
     Factor,
     Linalg,
+    Trans,
     cotangent_for,
     device,
     diagonal,
@@ -49,6 +50,15 @@ from ._rule import Contract, Param, Primal, Rule, check_dtype, check_flag, check
 from .solve import as_matrix_rhs, check_rhs, from_matrix_rhs
 
 # -- helpers: the triangles of a packed factor -----------------------------------
+
+
+def _lead(x: Array, rows: int, cols: int) -> Array:
+    """``x[..., :rows, :cols]``, or ``x`` itself where that is all of it: a slice that
+    keeps everything is still a view (torch's ``alias``), which torch's legacy vmap
+    (``jacobian(vectorize=True)``, ``grad(is_grads_batched=True)``) cannot batch."""
+    if x.shape[-2] == rows and x.shape[-1] == cols:
+        return x
+    return x[..., :rows, :cols]
 
 
 def _unit_lower(xp: Any, square: Array) -> Array:
@@ -103,10 +113,10 @@ def _lu_factor_jvp(
     lu = res.LU
     m, n = lu.shape[-2], lu.shape[-1]
     k = min(m, n)
-    square = lu[..., :k, :k]
+    square = _lead(lu, k, k)
     d = la.permute_rows(res.pivots, da, False)  # P^T dA: the rows in the order of L U
-    y = la.solve_triangular(square, d[..., :k, :], False, "N", True)
-    f = _times_inv_upper(la, square, y[..., :, :k])
+    y = la.solve_triangular(square, _lead(d, k, n), False, "N", True)
+    f = _times_inv_upper(la, square, _lead(y, k, k))
     lower, upper = xp.tril(f, k=-1), xp.triu(f)
     top = _unit_lower(xp, square) @ lower + upper @ xp.triu(square)
     if n > k:  # wide: dU2
@@ -130,8 +140,8 @@ def _lu_factor_vjp(
     lu = res.LU
     m, n = lu.shape[-2], lu.shape[-1]
     k = min(m, n)
-    square = lu[..., :k, :k]
-    corner = lubar[..., :k, :k]
+    square = _lead(lu, k, k)
+    corner = _lead(lubar, k, k)
     fbar_lower = mH(xp, _unit_lower(xp, square)) @ xp.tril(corner, k=-1)
     fbar_upper = xp.triu(corner) @ mH(xp, xp.triu(square))
     if n > k:
@@ -235,7 +245,7 @@ def _check_lu_solve(
     check_rhs(op, LU, b, left, "LU")
 
 
-def _core_trans(left: bool, adjoint: bool) -> str:
+def _core_trans(left: bool, adjoint: bool) -> Trans:
     """The left solve every case reduces to: with A ("N") or with A^H ("H")."""
     return "H" if adjoint == left else "N"
 
@@ -372,6 +382,7 @@ LU_SOLVE = Rule(
             "of LU and b broadcast. Mixed dtypes promote; each cotangent has its input's dtype."
         ),
         integer_inputs=("pivots",),
+        core_ndim=(2, 1, 2),
     ),
     check=_check_lu_solve,
     primal=_lu_solve_primal,

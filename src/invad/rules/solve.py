@@ -13,7 +13,12 @@ Right solve, ``X A = B`` (``left=False``)::
     adjoint        Bbar = Xbar A^-H,  Abar = -X^H Bbar
 
 ``b`` is a vector only when ``b.ndim == 1`` (the array API rule); it then
-stands for a one-column (left) or one-row (right) matrix. ``tensorsolve`` is
+stands for a one-column (left) or one-row (right) matrix.
+
+``assume_a="pos"`` (Hermitian positive-definite ``a``, as scipy.linalg.solve):
+Cholesky instead of LU, reading only the lower triangle of ``a``; the same
+rules with ``A^-1`` applied through the Cholesky factor, ``dA`` counted by its
+Hermitian part and ``Abar`` projected to Hermitian (``sym(X) = (X + X^H) / 2``). ``tensorsolve`` is
 the left rule on the matrix and vector that NumPy's index reshape makes.
 """
 
@@ -23,30 +28,73 @@ import math
 import operator
 from typing import Any, NamedTuple
 
-from ._linalg import Array, ArrayMeta, Factor, Linalg, broadcast_batch, cotangent_for, mH, mT
-from ._rule import Contract, Param, Primal, Rule, check_dtype, check_flag, check_square
+from ._linalg import (
+    Array,
+    ArrayMeta,
+    CholeskyFactor,
+    Factor,
+    Linalg,
+    broadcast_batch,
+    cotangent_for,
+    hermitian_part,
+    mH,
+    mT,
+)
+from ._rule import (
+    GETRF_INFO,
+    ZERO_PIVOT,
+    Contract,
+    Param,
+    Primal,
+    Rule,
+    check_dtype,
+    check_flag,
+    check_square,
+)
+
+#: ``assume_a``'s values, as scipy.linalg.solve names them.
+ASSUME_A = ("gen", "pos")
+#: What ``info = k`` means for a Cholesky factorization.
+NOT_POSITIVE_DEFINITE = (
+    "matrix not positive-definite{where} (input shape {shape}): the leading minor of order "
+    "{order} is not positive-definite"
+)
 
 
 class SolveResiduals(NamedTuple):
     a: Array  # the matrix as given
-    lu: Array  # its factorization, opaque to the rule
-    pivots: Array
+    lu: Array  # its factorization, opaque to the rule: LU, or the Cholesky factor (pos)
+    pivots: Array  # the LU's row interchanges; None for a Cholesky factor
     b: ArrayMeta  # the right-hand side's shape and dtype: no derivative reads its values
     x: Array  # the solution as a matrix: (..., n, k) left, (..., k, n) right
 
 
-# -- the three applications of A^-1 that the rules need ----------------------
+# -- the applications of A^-1 that the rules need ----------------------------
 
 
-def _apply_inverse(la: Linalg, factor: Factor, rhs: Array, left: bool) -> Array:
-    """``A^-1 rhs`` (left) or ``rhs A^-1`` (right)."""
+def _apply_inverse(
+    la: Linalg, res: SolveResiduals, rhs: Array, left: bool, assume_a: str = "gen"
+) -> Array:
+    """``A^-1 rhs`` (left) or ``rhs A^-1`` (right), with the factorization kept."""
+    xp = la.xp
+    if assume_a == "pos":  # Cholesky: A^-1 is Hermitian, rhs A^-1 = (A^-1 rhs^H)^H
+        cholesky = CholeskyFactor(res.a, res.lu, False)
+        if left:
+            return la.cholesky_solve(cholesky, rhs)
+        return mH(xp, la.cholesky_solve(cholesky, mH(xp, rhs)))
+    factor = Factor(res.a, res.lu, res.pivots)
     if left:
         return la.lu_solve(factor, rhs, "N")
-    return mT(la.xp, la.lu_solve(factor, mT(la.xp, rhs), "T"))
+    return mT(xp, la.lu_solve(factor, mT(xp, rhs), "T"))
 
 
-def _apply_inverse_adjoint(la: Linalg, factor: Factor, rhs: Array, left: bool) -> Array:
+def _apply_inverse_adjoint(
+    la: Linalg, res: SolveResiduals, rhs: Array, left: bool, assume_a: str = "gen"
+) -> Array:
     """``A^-H rhs`` (left) or ``rhs A^-H`` (right)."""
+    if assume_a == "pos":  # A Hermitian: A^-H = A^-1
+        return _apply_inverse(la, res, rhs, left, assume_a)
+    factor = Factor(res.a, res.lu, res.pivots)
     if left:
         return la.lu_solve(factor, rhs, "H")
     return mH(la.xp, la.lu_solve(factor, mH(la.xp, rhs), "N"))
@@ -66,17 +114,20 @@ def from_matrix_rhs(x: Array, vector: bool, left: bool) -> Array:
     return x[..., 0] if left else x[..., 0, :]
 
 
-def _factor(res: SolveResiduals) -> Factor:
-    return Factor(res.a, res.lu, res.pivots)
-
-
 # -- solve --------------------------------------------------------------------
 
 
-def _check_solve(xp: Any, op: str, a: Array, b: Array, *, left: bool = True) -> None:
+def _check_solve(
+    xp: Any, op: str, a: Array, b: Array, *, left: bool = True, assume_a: str = "gen"
+) -> None:
     check_dtype(xp, op, a=a, b=b)
     check_square(op, a)
     check_flag(op, left=left)
+    if assume_a not in ASSUME_A:
+        raise ValueError(
+            f"invad.{op}: `assume_a` must be one of {', '.join(map(repr, ASSUME_A))}; "
+            f"got {assume_a!r}"
+        )
     check_rhs(op, a, b, left)
 
 
@@ -109,12 +160,19 @@ def check_rhs(op: str, a: Array, b: Array, left: bool, a_name: str = "a") -> Non
         ) from None
 
 
-def _solve_primal(la: Linalg, a: Array, b: Array, *, left: bool = True) -> Primal:
+def _solve_primal(
+    la: Linalg, a: Array, b: Array, *, left: bool = True, assume_a: str = "gen"
+) -> Primal:
     xp = la.xp
     dtype = a.dtype if a.dtype == b.dtype else xp.result_type(a.dtype, b.dtype)
     a_ = a if a.dtype == dtype else xp.astype(a, dtype)
     vector = b.ndim == 1
     rhs = as_matrix_rhs(b, vector, left)
+    if assume_a == "pos":
+        c, info = la.cholesky(a_, False)
+        res = SolveResiduals(a, c, None, ArrayMeta.of(b), rhs)
+        x = _apply_inverse(la, res._replace(a=a_), rhs, left, assume_a)
+        return Primal(from_matrix_rhs(x, vector, left), info, res._replace(x=x))
     if left:
         factor, x, info = la.solve(a_, rhs, "N")
     else:  # X A = B is A^T X^T = B^T
@@ -130,17 +188,20 @@ def _solve_jvp(
     tangents: tuple[Array | None, Array | None],
     *,
     left: bool = True,
+    assume_a: str = "gen",
 ) -> Array | None:
     da, db = tangents
     vector = res.b.ndim == 1
     X = res.x
     rhs = None if db is None else as_matrix_rhs(db, vector, left)
     if da is not None:
+        if assume_a == "pos":
+            da = hermitian_part(la.xp, da)
         dA_X = da @ X if left else X @ da
         rhs = -dA_X if rhs is None else rhs - dA_X
     if rhs is None:
         return None
-    return from_matrix_rhs(_apply_inverse(la, _factor(res), rhs, left), vector, left)
+    return from_matrix_rhs(_apply_inverse(la, res, rhs, left, assume_a), vector, left)
 
 
 def _solve_vjp(
@@ -150,14 +211,18 @@ def _solve_vjp(
     needs: tuple[bool, bool] = (True, True),
     *,
     left: bool = True,
+    assume_a: str = "gen",
 ) -> tuple[Array | None, Array | None]:
     xp = la.xp
     vector = res.b.ndim == 1
     Xbar = as_matrix_rhs(Xbar, vector, left)
-    Bbar = _apply_inverse_adjoint(la, _factor(res), Xbar, left)  # G for the left solve
+    Bbar = _apply_inverse_adjoint(la, res, Xbar, left, assume_a)  # G for the left solve
     Abar = None
     if needs[0]:
-        Abar = cotangent_for(xp, -(Bbar @ mH(xp, res.x) if left else mH(xp, res.x) @ Bbar), res.a)
+        Abar = -(Bbar @ mH(xp, res.x) if left else mH(xp, res.x) @ Bbar)
+        if assume_a == "pos":
+            Abar = hermitian_part(xp, Abar)
+        Abar = cotangent_for(xp, Abar, res.a)
     if not needs[1]:
         return Abar, None
     return Abar, cotangent_for(xp, from_matrix_rhs(Bbar, vector, left), res.b)
@@ -170,7 +235,15 @@ SOLVE = Rule(
         inputs=("a", "b"),
         outputs=("x",),
         differentiable_outputs=("x",),
-        params=(Param("left", True, "solve A X = B if true, X A = B if false"),),
+        params=(
+            Param("left", True, "solve A X = B if true, X A = B if false"),
+            Param(
+                "assume_a",
+                "gen",
+                "'gen': any nonsingular a (LU); 'pos': Hermitian positive definite a (Cholesky, "
+                "reading its lower triangle; derivatives projected to Hermitian)",
+            ),
+        ),
         forward="left: X = A^-1 B;  right: X = B A^-1",
         linearization="left: dX = A^-1 (dB - dA X);  right: dX = (dB - X dA) A^-1",
         adjoint=(
@@ -199,9 +272,18 @@ SOLVE = Rule(
     jvp=_solve_jvp,
     vjp=_solve_vjp,
     residuals=SolveResiduals,
+    info_meaning=lambda params: (
+        NOT_POSITIVE_DEFINITE if params.get("assume_a") == "pos" else ZERO_PIVOT
+    ),
 )
 
-SOLVE_EX = SOLVE.with_info("solve_ex", "Solve with LAPACK-style `info` instead of an error.")
+SOLVE_EX = SOLVE.with_info(
+    "solve_ex",
+    "Solve with LAPACK-style `info` instead of an error.",
+    singular=GETRF_INFO
+    + " With assume_a='pos', k > 0 is the order of the leading minor that is not positive "
+    "definite (LAPACK potrf).",
+)
 
 # -- tensorsolve: solve on NumPy's index reshape ------------------------------
 
@@ -334,6 +416,7 @@ TENSORSOLVE = Rule(
             "No batch dimensions: NumPy's index rule, x.shape = a.shape[-(a.ndim - b.ndim):] "
             "after the move; `axes` are non-negative, as NumPy takes them."
         ),
+        batched=False,
     ),
     check=_check_tensorsolve,
     primal=_tensorsolve_primal,

@@ -162,7 +162,10 @@ SOLVE_TRIANGULAR = Rule(
             "names is read; the cotangent of a lies in it. torch.linalg.solve_triangular's "
             "signature (upper is required)."
         ),
-        zero_pivot="a[{k}, {k}] (on the diagonal of the triangle) is exactly zero",
+        zero_pivot=(
+            "singular matrix{where} (input shape {shape}): a[{k}, {k}] (on the diagonal of the "
+            "triangle) is exactly zero"
+        ),
     ),
     check=_check,
     primal=_primal,

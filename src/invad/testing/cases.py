@@ -118,11 +118,43 @@ _DET_SHAPES = (
     Shape("empty-matrix", ((2, 0, 0),)),
 )
 
+_POS = {"assume_a": "pos"}
+
+#: solve(assume_a="pos"): Hermitian positive-definite a, Cholesky instead of LU.
+SOLVE_POS = (
+    Shape("pos", ((4, 3, 3), (4, 3, 2)), _POS),
+    Shape("pos-vector", ((3, 3), (3,)), _POS),
+    Shape("pos-broadcast", ((2, 1, 3, 3), (5, 3, 2)), _POS),
+    Shape("pos-right", ((4, 3, 3), (4, 2, 3)), {"left": False, **_POS}),
+    Shape("pos-empty-batch", ((0, 3, 3), (0, 3, 2)), _POS),
+)
+
+_CHOLESKY_SHAPES = (
+    Shape("single", ((3, 3),)),
+    Shape("batched", ((4, 3, 3),)),
+    Shape("upper", ((4, 3, 3),), {"upper": True}),
+    Shape("batched-2d", ((2, 1, 4, 4),)),
+    Shape("empty-batch", ((0, 3, 3),)),
+    Shape("empty-matrix", ((2, 0, 0),)),
+)
+
+_CHOLESKY_SOLVE_SHAPES = (
+    Shape("single", ((3, 3), (3, 2))),
+    Shape("vector", ((3, 3), (3,))),
+    Shape("batched", ((4, 3, 3), (4, 3, 2))),
+    Shape("broadcast", ((2, 1, 3, 3), (5, 3, 2))),
+    Shape("upper", ((4, 3, 3), (4, 3, 2)), {"upper": True}),
+    Shape("upper-vector", ((2, 3, 3), (3,)), {"upper": True}),
+    Shape("empty-batch", ((0, 3, 3), (0, 3, 2))),
+    Shape("empty-matrix", ((2, 0, 0), (2, 0, 1))),
+    Shape("empty-rhs", ((3, 3), (3, 0))),
+)
+
 SHAPES: dict[str, tuple[Shape, ...]] = {
     "inv": _INV_SHAPES,
     "inv_ex": _INV_SHAPES,
-    "solve": _SOLVE_SHAPES + SOLVE_GRID,
-    "solve_ex": _SOLVE_SHAPES + SOLVE_GRID,
+    "solve": _SOLVE_SHAPES + SOLVE_GRID + SOLVE_POS,
+    "solve_ex": _SOLVE_SHAPES + SOLVE_GRID + SOLVE_POS,
     "tensorinv": (
         Shape("matrix", ((4, 4),), {"ind": 1}),
         Shape("3d", ((2, 3, 6),), {"ind": 2}),
@@ -143,7 +175,30 @@ SHAPES: dict[str, tuple[Shape, ...]] = {
     "solve_triangular": _TRIANGULAR_SHAPES,
     "det": _DET_SHAPES,
     "slogdet": _DET_SHAPES,
+    "cholesky": _CHOLESKY_SHAPES,
+    "cholesky_ex": _CHOLESKY_SHAPES,
+    "cholesky_solve": _CHOLESKY_SOLVE_SHAPES,
 }
+
+
+def hermitian_inputs(op: str, params: dict[str, Any]) -> tuple[int, ...]:
+    """The inputs that are Hermitian matrices, whose tangents are Hermitian too: the op is a
+    function of Hermitian matrices (it reads one triangle, its cotangent is Hermitian)."""
+    if op in ("cholesky", "cholesky_ex") or params.get("assume_a") == "pos":
+        return (0,)
+    return ()
+
+
+def hermitian(x: np.ndarray) -> np.ndarray:
+    return ((x + np.conj(np.swapaxes(x, -1, -2))) / 2).astype(x.dtype)
+
+
+def positive_definite(
+    rng: np.random.Generator, batch: tuple[int, ...], n: int, dtype: str
+) -> np.ndarray:
+    """Hermitian ``I + G G^H / n``: eigenvalues between 1 and a few units."""
+    g = random_array(rng, (*batch, n, n), dtype)
+    return hermitian(np.eye(n, dtype=dtype) + g @ np.conj(np.swapaxes(g, -1, -2)) / max(n, 1))
 
 
 def random_array(rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> np.ndarray:
@@ -189,6 +244,16 @@ def primals(op: str, shape: Shape, dtype: str, rng: np.random.Generator) -> tupl
     For ``lu_solve`` these are ``(a, b)``: the conformance checks factor ``a``
     with the backend under test, whose pivots are in its own convention.
     """
+    if hermitian_inputs(op, shape.params):
+        a_shape = shape.shapes[0]
+        a = positive_definite(rng, a_shape[:-2], a_shape[-1], dtype)
+        return (a, *(random_array(rng, s, dtype) for s in shape.shapes[1:]))
+    if op == "cholesky_solve":
+        a_shape, b_shape = shape.shapes
+        c = np.linalg.cholesky(positive_definite(rng, a_shape[:-2], a_shape[-1], dtype))
+        if shape.params.get("upper"):
+            c = np.conj(np.swapaxes(c, -1, -2))
+        return c.astype(dtype), random_array(rng, b_shape, dtype)
     if op in ("inv", "inv_ex", "solve", "solve_ex", "lu_solve", "det", "slogdet"):
         a_shape = shape.shapes[0]
         a = well_conditioned(rng, a_shape[:-2], a_shape[-1], dtype)

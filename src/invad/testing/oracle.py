@@ -24,6 +24,7 @@ ORACLE_FILES = (
     "lu_solve.jsonl",
     "det.jsonl",
     "slogdet.jsonl",
+    "cholesky.jsonl",
 )
 
 
@@ -144,13 +145,23 @@ def replays(case: OracleCase) -> Iterator[Replay]:
         jvp = (case.jvp["output_0"], case.jvp["output_1"])
     else:
         cot, jvp = case.cotangent["value"], case.jvp["value"]
+    if case.op == "cholesky":
+        # The oracle differentiates g(a) = cholesky(a + a^H): replayed as cholesky at
+        # a' = a + a^H along da + da^H. g's cotangent of a is h^*(Abar) = 2 Abar for the
+        # Hermitian cotangent Abar of cholesky's input, and likewise its HVP.
+        (a,), (da,) = primals, tangents
+        primals = (a + np.conj(np.swapaxes(a, -1, -2)),)
+        tangents = (da + np.conj(np.swapaxes(da, -1, -2)),)
+        vjp = tuple(None if v is None else v / 2 for v in vjp)
+        hvp = tuple(None if v is None else v / 2 for v in hvp) if hvp else None
     if case.batch_of_vectors:
         primals = (primals[0], primals[1][..., None])
         tangents = (tangents[0], tangents[1][..., None])
         vjp = (vjp[0], vjp[1][..., None])
         hvp = (hvp[0], hvp[1][..., None]) if hvp else None
         cot, jvp = cot[..., None], jvp[..., None]
-    twins = (case.op, case.op + "_ex") if case.op in ("inv", "solve", "lu_factor") else (case.op,)
+    with_ex = ("inv", "solve", "lu_factor", "cholesky")
+    twins = (case.op, case.op + "_ex") if case.op in with_ex else (case.op,)
     for op in twins:
         yield Replay(op, params, primals, tangents, cot, jvp, vjp, hvp)
     a = primals[0]

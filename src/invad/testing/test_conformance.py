@@ -35,26 +35,39 @@ def rng_for(*key: object) -> np.random.Generator:
     return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
+def needs(harness: checks.Harness, *dtypes: str) -> None:
+    """Skip, with the backend's reason, a case in a dtype it cannot hold as configured
+    (float64 under JAX without 64-bit mode: the reason says how to turn it on)."""
+    for dtype in dtypes:
+        reason = harness.unsupported().get(dtype)
+        if reason is not None:
+            pytest.skip(reason)
+
+
 @pytest.mark.parametrize(("op", "shape", "dtype"), CASES)
 def test_forward_reconstructs_the_input(invad_harness, op, shape, dtype):
+    needs(invad_harness, dtype)
     result = checks.check_forward(invad_harness, op, shape, dtype, rng_for(op, shape, dtype))
     assert result.passed, result
 
 
 @pytest.mark.parametrize(("op", "shape", "dtype"), CASES)
 def test_jvp_matches_central_differences(invad_harness, op, shape, dtype):
+    needs(invad_harness, dtype)
     result = checks.check_jvp(invad_harness, op, shape, dtype, rng_for(op, shape, dtype))
     assert result.passed, result
 
 
 @pytest.mark.parametrize(("op", "shape", "dtype"), CASES)
 def test_vjp_is_adjoint_of_jvp(invad_harness, op, shape, dtype):
+    needs(invad_harness, dtype)
     result = checks.check_vjp(invad_harness, op, shape, dtype, rng_for(op, shape, dtype))
     assert result.passed, result
 
 
 @pytest.mark.parametrize(("op", "shape", "dtype"), DOUBLE_CASES)
 def test_native_ad_agrees_with_the_rules(invad_harness, op, shape, dtype):
+    needs(invad_harness, dtype)
     if not invad_harness.backend.native_ad:
         pytest.skip(f"backend {invad_harness.backend.name!r} has no AD engine")
     results = list(checks.check_native(invad_harness, op, shape, dtype, rng_for(op, shape, dtype)))
@@ -71,11 +84,12 @@ ORACLE = [
 
 
 def test_every_oracle_case_is_replayed():
-    assert len({case.case_id for case, _ in (p.values for p in ORACLE)}) == 222
+    assert len({case.case_id for case, _ in (p.values for p in ORACLE)}) == 254
 
 
 @pytest.mark.parametrize(("case", "replay"), ORACLE)
 def test_oracle_jvp_and_vjp(invad_harness, case, replay):
+    needs(invad_harness, *(x.dtype.name for x in replay.primals))
     results = list(checks.check_oracle(invad_harness, case.case_id, replay, *case.first_order))
     assert [r.check for r in results] == ["oracle-jvp", "oracle-vjp"]
     assert all(r.passed for r in results), results
@@ -83,6 +97,7 @@ def test_oracle_jvp_and_vjp(invad_harness, case, replay):
 
 @pytest.mark.parametrize("op", list(RULES))
 def test_errors_are_clear(invad_harness, op):
-    results = list(checks.check_errors(invad_harness, op))
+    # Error behaviour does not depend on precision: single precision where double is not held.
+    results = list(checks.check_errors(invad_harness.narrowed(), op))
     assert results
     assert all(r.passed for r in results), [r for r in results if not r.passed]

@@ -30,6 +30,7 @@ class AutogradBackend(Backend):
     name = "autograd"
     native_ad = True
     array_type = "numpy.ndarray (or nested lists and scalars, as autograd.numpy.linalg does)"
+    requires = ("autograd", "scipy")  # what load() imports: found without importing them
 
     def load(self) -> None:
         import autograd  # noqa: F401  (raises ImportError when it is missing)
@@ -95,22 +96,47 @@ class AutogradBackend(Backend):
 
         total = None
         for i, tangent in enumerate(tangents):
-            _, part = make_jvp(fn, i)(*primals)(tangent)
-            total = part if total is None else total + part
+            _, part = make_jvp(_packed(fn), i)(*primals)(tangent)
+            total = part if total is None else _tree(np.add, total, part)
         return total
 
     def native_vjp(self, fn: Callable[..., Any], primals: tuple[Any, ...], cotangent: Any) -> Any:
-        """autograd's reverse mode is the linear transpose; conjugating gives the adjoint."""
+        """autograd's reverse mode is the linear transpose; conjugating gives the adjoint.
+
+        ``cotangent`` is a tuple where ``fn`` returns several outputs (``slogdet``).
+        """
         from autograd import make_vjp
 
         cotangents = []
         for i in range(len(primals)):
-            pullback, _ = make_vjp(fn, i)(*primals)
-            cotangents.append(np.conj(pullback(np.conj(cotangent))))
+            pullback, _ = make_vjp(_packed(fn), i)(*primals)
+            cotangents.append(np.conj(pullback(_tree(np.conj, cotangent))))
         return tuple(cotangents)
 
     def to_numpy(self, x: Any) -> Any:
         return np.asarray(self._native.getval(x))
+
+
+def _packed(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with a tuple result packed as autograd's differentiable tuple.
+
+    autograd traces one output value: a plain Python tuple of boxes would look
+    independent of the input, so several outputs go into ``autograd.builtins.tuple``.
+    """
+    from autograd.builtins import tuple as traced_tuple
+
+    def packed(*xs: Any) -> Any:
+        out = fn(*xs)
+        return traced_tuple(out) if isinstance(out, tuple) else out
+
+    return packed
+
+
+def _tree(f: Callable[..., Any], *xs: Any) -> Any:
+    """``f`` on arrays, entry by entry on tuples of them."""
+    if isinstance(xs[0], tuple):
+        return tuple(f(*entries) for entries in zip(*xs))
+    return f(*xs)
 
 
 @hookimpl

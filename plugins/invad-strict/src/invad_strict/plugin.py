@@ -21,6 +21,7 @@ from invad.hookspecs import hookimpl
 class StrictBackend(Backend):
     name = "array-api-strict"
     native_ad = False
+    requires = ("array_api_strict",)  # what load() imports: found without importing it
 
     def load(self) -> None:
         import array_api_strict

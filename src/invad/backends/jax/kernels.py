@@ -32,7 +32,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from ...rules import Factor
+from ...rules import CholeskyFactor, Factor
 from ...rules._linalg import det_of_lu, slogdet_of_lu
 from .mesh import same_batch_sharding, same_varying_axes
 
@@ -227,6 +227,56 @@ class JaxKernels:
         x, perm = same_varying_axes(x, perm)
         x, perm = same_batch_sharding(len(batch), (x, 2), (perm, 1))
         return jnp.take_along_axis(x, perm[..., :, None], axis=-2)
+
+    # -- Cholesky ---------------------------------------------------------------
+
+    def cholesky(self, a: Any, upper: bool = False) -> tuple[Any, Any]:
+        """``jax.lax.linalg.cholesky`` of the one triangle read (``symmetrize_input=False``:
+        by default JAX averages both). JAX fills a matrix that is not positive definite
+        with NaN, so the order of its failing minor (LAPACK's ``info``) comes from a
+        left-looking Cholesky over the batch, run only if some element failed."""
+        jnp, lax = self._jnp, self._lax
+        m = jnp.conj(jnp.swapaxes(a, -1, -2)) if upper else a  # read its lower triangle
+        batch = tuple(a.shape[:-2])
+        if a.size == 0:
+            return jnp.zeros_like(a), jnp.zeros(batch, dtype=jnp.int32)
+        c = lax.linalg.cholesky(m, symmetrize_input=False)
+        d = jnp.diagonal(c, axis1=-2, axis2=-1)
+        failed = ~jnp.all(jnp.isfinite(d) & (jnp.real(d) > 0), axis=-1)
+        info = lax.cond(
+            jnp.any(failed),
+            lambda: self._potf2_info(m),
+            lambda: jnp.zeros(batch, dtype=jnp.int32),
+        )
+        return (jnp.conj(jnp.swapaxes(c, -1, -2)) if upper else c), info
+
+    def _potf2_info(self, m: Any) -> Any:
+        """LAPACK ``potf2``'s ``info`` of the lower triangle of ``m``: the order of the first
+        leading minor that is not positive definite (NaN counts), 0 where none."""
+        jnp, lax = self._jnp, self._lax
+        n = m.shape[-1]
+        cols = jnp.arange(n)
+
+        def step(j: Any, state: tuple[Any, Any]) -> tuple[Any, Any]:
+            c, info = state
+            row = jnp.where(cols < j, c[..., j, :], 0)  # L[j, :j]
+            d = jnp.real(m[..., j, j] - jnp.sum(row * jnp.conj(row), axis=-1))
+            bad = ~(d > 0)
+            info = jnp.where((info == 0) & bad, j + 1, info)
+            pivot = jnp.sqrt(jnp.where(bad, 1.0, d)).astype(m.dtype)  # past a failure: any
+            below = (m[..., :, j] - (c @ jnp.conj(row)[..., :, None])[..., 0]) / pivot[..., None]
+            c = c.at[..., :, j].set(jnp.where(cols > j, below, 0))
+            return c.at[..., j, j].set(pivot), info
+
+        start = (jnp.zeros_like(m), jnp.zeros(m.shape[:-2], dtype=jnp.int32))
+        return lax.fori_loop(0, n, step, start)[1]
+
+    def cholesky_solve(self, factor: CholeskyFactor, b: Any) -> Any:
+        """``A^-1 b`` from ``A = L L^H`` by two triangular solves with the factor."""
+        c, upper = factor.c, factor.upper
+        if upper:  # A = c^H c
+            return self.solve_triangular(c, self.solve_triangular(c, b, True, "H"), True, "N")
+        return self.solve_triangular(c, self.solve_triangular(c, b, False, "N"), False, "H")
 
     # -- inverse --------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from ...hookspecs import hookimpl
 from ...rules import ArrayMeta, Linalg, Rule
 from ...rules._linalg import is_complex
 from . import _state as state
+from ._namespace import TorchNamespace
 from .kernels import (
     CompileKernels,
     DifferentiableKernels,
@@ -33,6 +34,7 @@ class TorchBackend(Backend):
     name = "torch"
     native_ad = True
     array_type = "torch.Tensor"
+    _namespace: Any = None
 
     def load(self) -> None:
         try:
@@ -57,9 +59,11 @@ class TorchBackend(Backend):
         return bool(array_api_compat.is_torch_array(x))
 
     def namespace(self) -> Any:
-        import array_api_compat.torch
+        if self._namespace is None:
+            import array_api_compat.torch
 
-        return array_api_compat.torch
+            self._namespace = TorchNamespace(state.torch, array_api_compat.torch)
+        return self._namespace
 
     @property
     def linalg_error(self) -> type[Exception]:

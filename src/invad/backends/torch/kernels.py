@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
+from collections.abc import Callable
 from typing import Any
 
-from ...rules import Factor
+from ...rules import CholeskyFactor, Factor
 from . import _state as state
 from .functions import _apply_fast, _function_class, _in_jvp
 
@@ -44,8 +46,10 @@ def _check_solve_ex() -> bool:
 # ---------------------------------------------------------------------------
 
 #: The solve against op(A)^H that the derivatives of a solve against op(A) need:
-#: (A)^H = A^H, (A^H)^H = A, (A^T)^H = conj(A), conj(A)^H = A^T.
-_ADJOINT = {"N": "H", "H": "N", "T": "C", "C": "T"}
+#: (A)^H = A^H, (A^H)^H = A, (A^T)^H = conj(A), conj(A)^H = A^T. "P" is a solve with a
+#: Hermitian positive-definite A from its lower Cholesky factor (in place of ``lu``,
+#: ``pivots`` None): A^H = A.
+_ADJOINT = {"N": "H", "H": "N", "T": "C", "C": "T", "P": "P"}
 
 
 def _raw_lu_solve(lu: Any, pivots: Any, b: Any, trans: str, kernel: Any = None) -> Any:
@@ -59,6 +63,8 @@ def _raw_lu_solve(lu: Any, pivots: Any, b: Any, trans: str, kernel: Any = None) 
     kernel = kernel or _lu_solve_kernel
     if b.dtype != lu.dtype:
         b = b.to(lu.dtype)
+    if trans == "P":  # lu is the lower Cholesky factor of A
+        return state.torch.cholesky_solve(b, lu)
     if trans == "N" or (trans == "C" and not lu.is_complex()):
         return kernel(lu, pivots, b, True, False)
     if trans == "H" or not lu.is_complex():  # "H", or "T" of a real matrix
@@ -146,8 +152,8 @@ def _raw_vmap(
 
 
 def _op(trans: str, m: Any) -> Any:
-    """``op(m)`` for ``trans`` in N, T, H, C."""
-    if trans == "N":
+    """``op(m)`` for ``trans`` in N, T, H, C (and P: A itself)."""
+    if trans in ("N", "P"):
         return m
     if trans == "T":
         return m.mT
@@ -194,7 +200,7 @@ def _lu_solve_backward(ctx: Any, xbar: Any) -> tuple[Any, ...]:
     bbar = _lu_solve(a, lu, pivots, xbar, _ADJOINT[trans])
     abar = None
     if need_a:
-        if trans == "N":
+        if trans in ("N", "P"):
             abar = -(bbar @ x.mH)
         elif trans == "H":
             abar = -(x @ bbar.mH)
@@ -264,7 +270,136 @@ def _lu_solve_functions() -> tuple[Any, Any]:
 
 
 # ---------------------------------------------------------------------------
+# the triangular solve, the row interchanges, the determinants
+# ---------------------------------------------------------------------------
+# torch's own differentiable ops: in the derivative kernels they make every order of
+# the rules built from them (lu_factor, lu_solve, solve_triangular, det) follow by
+# torch's autograd, forward mode and functorch batching rules.
+
+
+def _solve_triangular(t: Any, b: Any, upper: bool, trans: str, unit: bool) -> Any:
+    """``op(T)^-1 b`` with ``torch.linalg.solve_triangular``, which reads only the triangle
+    named (not its diagonal if ``unit``); ``op(T)`` is the other triangle of ``T^T`` or
+    ``T^H``, views that torch hands to BLAS as transposed (and conjugated) operands."""
+    if t.dtype != b.dtype:
+        dtype = state.torch.promote_types(t.dtype, b.dtype)
+        t, b = t.to(dtype), b.to(dtype)
+    if trans != "N":
+        t = t.mH if trans == "H" else t.mT
+        upper = not upper
+    return state.torch.linalg.solve_triangular(t, b, upper=upper, unitriangular=unit)
+
+
+#: The last ``_row_source`` derived eagerly: ``(key, weak reference to the pivots, source)``.
+#: One entry: "factor once, solve many" reuses it in every solve's backward, and it keeps
+#: nothing alive but one index vector (the pivots' own identity and version are checked).
+_last_source: tuple[Any, Any, Any] | None = None
+
+
+def _row_source(pivots: Any, m: int, inverse: bool) -> Any:
+    """:func:`_derive_row_source`, remembered for the last plain (eager, not inference)
+    pivots tensor as long as it lives unchanged."""
+    global _last_source
+    torch = state.torch
+    if (
+        type(pivots) is not torch.Tensor
+        or state.transforms_active()
+        or torch.compiler.is_compiling()
+        or pivots.is_inference()
+    ):
+        return _derive_row_source(pivots, m, inverse)
+    key = (pivots._version, m, inverse)
+    last = _last_source
+    if last is not None and last[0] == key and last[1]() is pivots:
+        return last[2]
+    source = _derive_row_source(pivots, m, inverse)
+    _last_source = (key, weakref.ref(pivots), source)
+    return source
+
+
+def _derive_row_source(pivots: Any, m: int, inverse: bool) -> Any:
+    """The row of ``x`` each row of ``P^T x`` (or of ``P x``, ``inverse``) comes from, for
+    ``A = P L U`` with torch's 1-based LAPACK row interchanges ``pivots``; ``(..., m)``.
+
+    ``torch.lu_unpack`` applies the interchanges in C++ and writes ``P``, here as
+    float32 zeros and ones (``L U`` is not unpacked: the factor it is given is a
+    broadcast scalar of the right shape); one matrix-vector product with
+    ``0, 1, ..., m - 1`` reads the row indices off it, exactly (integers below
+    2**24). A Python loop over the interchanges would cost one kernel call each.
+    """
+    torch = state.torch
+    k = pivots.shape[-1]
+    if pivots.dtype != torch.int32:
+        pivots = pivots.to(torch.int32)
+    dtype = torch.float32 if m < 2**24 else torch.float64
+    shape = torch.zeros((), dtype=dtype, device=pivots.device).expand(*pivots.shape[:-1], m, k)
+    p = torch.lu_unpack(shape, pivots, unpack_data=False)[
+        0
+    ]  # P[i, j] = 1: row i of A is row j of LU
+    rows = torch.arange(m, dtype=dtype, device=pivots.device)
+    # (P^T x)[j] = x[i] where P[i, j] = 1;  (P x)[i] = x[j] where P[i, j] = 1.
+    source = p @ rows if inverse else rows @ p
+    return source.to(torch.int64)
+
+
+def _permute_rows(pivots: Any, x: Any, inverse: bool) -> Any:
+    """``P^T x`` (LAPACK's laswp: the interchanges in order) or ``P x``, by one gather:
+    differentiable with respect to ``x`` at every order, batched by torch.func."""
+    torch = state.torch
+    m, k = x.shape[-2], x.shape[-1]
+    source = _row_source(pivots, m, inverse)
+    batch = torch.broadcast_shapes(source.shape[:-1], x.shape[:-2])
+    index = source[..., None].expand(*batch, m, k)
+    return x.expand(*batch, m, k).gather(-2, index)
+
+
+def _det_of_lu(lu: Any, pivots: Any) -> tuple[Any, Any]:
+    """The diagonal of ``U`` and ``det(P)`` (+1 or -1, of ``lu``'s dtype) from torch's LU."""
+    torch = state.torch
+    d = lu.diagonal(dim1=-2, dim2=-1)
+    n = pivots.shape[-1]
+    moved = pivots != torch.arange(1, n + 1, dtype=pivots.dtype, device=pivots.device)
+    odd = moved.sum(-1, dtype=torch.int32).remainder(2).to(d.dtype)
+    return d, 1 - 2 * odd
+
+
+def _slogdet(a: Any) -> tuple[Factor, Any, Any, Any]:
+    """``(Factor, sign, logabsdet, info)`` from one ``lu_factor_ex``.
+
+    Not ``aten._linalg_slogdet``: for a real, contiguous input it factors
+    ``A^T`` (which LAPACK reads without a copy), and its LU is then no
+    factorization ``A = P L U`` that the rules could reuse; ``lu_factor_ex``
+    costs the same (measured).
+    """
+    lu, pivots, info = state.torch.linalg.lu_factor_ex(a)
+    d, parity = _det_of_lu(lu, pivots)
+    absd = d.abs()
+    logabsdet = absd.log().sum(-1)
+    # The phase of each pivot: 0 where it is 0 (then sign 0, logabsdet -inf).
+    phase = d / absd.masked_fill(absd == 0, 1) if d.is_complex() else d.sign()
+    return Factor(a, lu, pivots), phase.prod(-1) * parity, logabsdet, info
+
+
+def _det(a: Any) -> tuple[Factor, Any, Any]:
+    """``(Factor, det, info)`` from one ``lu_factor_ex`` (see :func:`_slogdet`)."""
+    lu, pivots, info = state.torch.linalg.lu_factor_ex(a)
+    d, parity = _det_of_lu(lu, pivots)
+    return Factor(a, lu, pivots), d.prod(-1) * parity, info
+
+
+def _lu_factor(a: Any) -> tuple[Factor, Any]:
+    lu, pivots, info = state.torch.linalg.lu_factor_ex(a)
+    return Factor(a, lu, pivots), info
+
+
+def _int32(pivots: Any) -> Any:
+    """Pivots as torch's LAPACK wrappers take them (a user may pass int64)."""
+    return pivots if pivots.dtype == state.torch.int32 else pivots.to(state.torch.int32)
+
+
+# ---------------------------------------------------------------------------
 # the kernel sets
+
 # ---------------------------------------------------------------------------
 
 
@@ -278,18 +413,44 @@ def _fused_solve_fits(a: Any, b: Any, trans: str) -> bool:
     )
 
 
+def _cholesky(a: Any, upper: bool) -> tuple[Any, Any]:
+    """``torch.linalg.cholesky_ex`` (it reads one triangle), with ``info`` also where a pivot
+    came out NaN: LAPACK builds differ on whether ``potrf`` looks for it."""
+    torch = state.torch
+    c, info = torch.linalg.cholesky_ex(a, upper=upper)
+    d = torch.diagonal(c, dim1=-2, dim2=-1)
+    failed = ~(torch.isfinite(d) & (d.real > 0))
+    if d.shape[-1] == 0:
+        return c, info
+    first = (torch.argmax(failed.to(torch.int32), dim=-1) + 1).to(info.dtype)
+    found = torch.where(failed.any(dim=-1), first, torch.zeros_like(info))
+    return c, torch.where(info == 0, found, info)
+
+
+def _cholesky_solve(factor: CholeskyFactor, b: Any) -> Any:
+    """``A^-1 b`` from ``A``'s Cholesky factor: ``torch.cholesky_solve`` (batches broadcast),
+    differentiable by torch with respect to the factor and ``b``."""
+    c = factor.c
+    if b.dtype != c.dtype:
+        b = b.to(c.dtype)
+    return state.torch.cholesky_solve(b, c, upper=factor.upper)
+
+
 class TorchKernels:
     """The kernels of the forward pass: torch.linalg's LAPACK wrappers, no autograd of ours.
 
-    ``pivots`` are torch's own (1-based, int32); only ``lu_solve`` reads them.
+    ``pivots`` are torch's own: 1-based int32, as ``torch.linalg.lu_factor``
+    returns them and ``torch.linalg.lu_solve`` takes them.
     """
 
-    def lu_factor(self, a: Any) -> tuple[Factor, Any]:
-        lu, pivots, info = state.torch.linalg.lu_factor_ex(a)
-        return Factor(a, lu, pivots), info
+    pivot_base = 1
+
+    @staticmethod
+    def lu_factor(a: Any) -> tuple[Factor, Any]:
+        return _lu_factor(a)
 
     def lu_solve(self, factor: Factor, b: Any, trans: str = "N") -> Any:
-        lu = factor.lu
+        lu, pivots = factor.lu, _int32(factor.pivots)
         if (
             trans == "N"
             and lu.ndim <= 3
@@ -297,8 +458,8 @@ class TorchKernels:
             and lu.shape[:-2] == b.shape[:-2]
             and not state.transforms_active()
         ):
-            return state.lu_solve_native(lu, factor.pivots, b)
-        return _raw_lu_solve(lu, factor.pivots, b, trans)
+            return state.lu_solve_native(lu, pivots, b)
+        return _raw_lu_solve(lu, pivots, b, trans)
 
     def solve(self, a: Any, b: Any, trans: str = "N") -> tuple[Factor, Any, Any]:
         if _fused_solve_fits(a, b, trans) and not state.transforms_active():
@@ -310,12 +471,31 @@ class TorchKernels:
         factor = Factor(a, lu, pivots)
         return factor, self.lu_solve(factor, b, trans), info
 
-    def inv(self, a: Any) -> tuple[Any, Any]:
+    @staticmethod
+    def inv(a: Any) -> tuple[Any, Any]:
         return state.torch.linalg.inv_ex(a)
+
+    solve_triangular = staticmethod(_solve_triangular)
+    permute_rows = staticmethod(_permute_rows)
+    slogdet = staticmethod(_slogdet)
+    det = staticmethod(_det)
+    cholesky = staticmethod(_cholesky)
+    cholesky_solve = staticmethod(_cholesky_solve)
+
+    @staticmethod
+    def if_any(mask: Any, then: Callable[[], Any], otherwise: Callable[[], Any]) -> Any:
+        """``then()`` if any element of ``mask`` is true, read eagerly; ``then()`` where no
+        value can be read (torch.func transforms, the meta device), as it is right for
+        every element."""
+        if state.transforms_active() or mask.is_meta:
+            return then()
+        return then() if bool(mask.any()) else otherwise()
 
 
 class DifferentiableKernels(TorchKernels):
-    """The kernels of ``backward``/``jvp``: ``lu_solve`` differentiable w.r.t. ``a`` and ``b``."""
+    """The kernels of ``backward``/``jvp``: ``lu_solve`` differentiable w.r.t. ``a`` and ``b``
+    (with a user's factor, ``factor.a`` None: w.r.t. ``LU`` and ``b``); the triangular
+    solve and the row interchanges are torch's differentiable ops already."""
 
     def lu_solve(self, factor: Factor, b: Any, trans: str = "N") -> Any:
         lu = factor.lu
@@ -328,20 +508,47 @@ class DifferentiableKernels(TorchKernels):
             and ((lu.ndim == 2 and b.ndim == 2) or (lu.ndim == 3 and lu.shape[:-2] == b.shape[:-2]))
             and not state.transforms_active()
         ):
-            return state.lu_solve_native(lu, factor.pivots, b, adjoint=trans == "H")
-        return _lu_solve(factor.a, lu, factor.pivots, b, trans)
+            return state.lu_solve_native(lu, _int32(factor.pivots), b, adjoint=trans == "H")
+        if factor.a is None:
+            return _triangular_lu_solve(factor, b, trans)
+        return _lu_solve(factor.a, lu, _int32(factor.pivots), b, trans)
+
+    @staticmethod
+    def cholesky_solve(factor: CholeskyFactor, b: Any) -> Any:
+        """With the matrix (``solve(assume_a="pos")``): differentiable w.r.t. ``a`` and ``b``
+        as ``lu_solve`` is, through the same Function; with a user's factor, torch's own
+        derivative of ``cholesky_solve`` w.r.t. the factor and ``b``."""
+        if factor.a is None or factor.upper:
+            return _cholesky_solve(factor, b)
+        return _lu_solve(factor.a, factor.c, None, b, "P")
+
+
+def _triangular_lu_solve(factor: Factor, b: Any, trans: str) -> Any:
+    """``op(A)^-1 b`` from ``A = P L U`` by torch's differentiable triangular solves and a
+    gather: differentiable with respect to ``LU`` and ``b`` at every order (``getrs``
+    step for step)."""
+    lu, pivots = factor.lu, factor.pivots
+    if trans == "N":
+        y = _solve_triangular(lu, _permute_rows(pivots, b, False), False, "N", True)
+        return _solve_triangular(lu, y, True, "N", False)
+    # op(A) = op(U) op(L) P^T
+    y = _solve_triangular(lu, b, True, trans, False)
+    return _permute_rows(pivots, _solve_triangular(lu, y, False, trans, True), True)
 
 
 class CompileKernels:
     """The kernels inside ``torch.compile``: aten ops only, no question about transforms or
     forward AD (Dynamo traces none of that; AOTAutograd differentiates the graph)."""
 
-    def lu_factor(self, a: Any) -> tuple[Factor, Any]:
-        lu, pivots, info = state.torch.linalg.lu_factor_ex(a)
-        return Factor(a, lu, pivots), info
+    pivot_base = 1
 
-    def lu_solve(self, factor: Factor, b: Any, trans: str = "N") -> Any:
-        return _raw_lu_solve(factor.lu, factor.pivots, b, trans, _eager_lu_solve)
+    @staticmethod
+    def lu_factor(a: Any) -> tuple[Factor, Any]:
+        return _lu_factor(a)
+
+    @staticmethod
+    def lu_solve(factor: Factor, b: Any, trans: str = "N") -> Any:
+        return _raw_lu_solve(factor.lu, _int32(factor.pivots), b, trans, _eager_lu_solve)
 
     def solve(self, a: Any, b: Any, trans: str = "N") -> tuple[Factor, Any, Any]:
         if _fused_solve_fits(a, b, trans):
@@ -350,5 +557,18 @@ class CompileKernels:
         factor, info = self.lu_factor(a)
         return factor, self.lu_solve(factor, b, trans), info
 
-    def inv(self, a: Any) -> tuple[Any, Any]:
+    @staticmethod
+    def inv(a: Any) -> tuple[Any, Any]:
         return state.torch.linalg.inv_ex(a)
+
+    solve_triangular = staticmethod(_solve_triangular)
+    permute_rows = staticmethod(_permute_rows)
+    slogdet = staticmethod(_slogdet)
+    det = staticmethod(_det)
+    cholesky = staticmethod(_cholesky)
+    cholesky_solve = staticmethod(_cholesky_solve)
+
+    @staticmethod
+    def if_any(mask: Any, then: Callable[[], Any], otherwise: Callable[[], Any]) -> Any:
+        """``then()``, right for every element: a graph cannot branch on values."""
+        return then()

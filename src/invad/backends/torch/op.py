@@ -45,9 +45,15 @@ def _torch_op(
     name, check, xp = rule.name, rule.check, la.xp
     inputs = rule.contract.inputs
     n_in = len(inputs)
+    #: The floating inputs: dtype promotion, device and grad checks (never pivots).
+    floats = tuple(i for i, integer in enumerate(rule.integer) if not integer)
     params = tuple(p.name for p in rule.contract.params)
     defaults = tuple(p.default for p in rule.contract.params)
     returns_info = rule.returns_info
+    raises = rule.raises and not returns_info
+    zero_pivot = rule.contract.zero_pivot
+    multi = rule.multi
+    n_val = len(rule.value_names)
     primal = rule.primal
     singular = backend.raise_if_singular
     unwrap = state.torch._C._functorch.unwrap_if_dead
@@ -71,15 +77,33 @@ def _torch_op(
                 checked.clear()
             checked.add(key)
 
-    def finish(out: tuple[Any, ...], a: Any) -> Any:
-        """The op's result from the Function's outputs: ``info`` returned or checked."""
+    def finish(out: tuple[Any, ...], a: Any, pvals: tuple[Any, ...]) -> Any:
+        """The op's result from the Function's outputs ``(*values, info, ...)``: ``info``
+        returned or checked (the message may depend on a parameter: ``assume_a``)."""
         if returns_info:
-            return out[0], out[1]
-        info = out[1]
-        # A plain 0-d zero (one matrix, factored) needs no more: the common case.
-        if info.ndim or state.transforms_active() or info.is_meta or info:
-            singular(name, a.shape, info)
-        return out[0]
+            return out[: n_val + 1]
+        if raises:
+            info = out[n_val]
+            # A plain 0-d zero (one matrix, factored) needs no more: the common case.
+            if info.ndim or state.transforms_active() or info.is_meta or info:
+                what = rule.zero_pivot(dict(zip(params, pvals))) if params else zero_pivot
+                singular(name, a.shape, info, what)
+        return out[:n_val] if multi else out[0]
+
+    def without_grad(args: tuple[Any, ...], pvals: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Nothing to differentiate: the rule's primal alone."""
+        p = primal(la, *args, **dict(zip(params, pvals))) if params else primal(la, *args)
+        return (*p.value, p.info) if multi else (p.value, p.info)
+
+    def promoted(args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The floating inputs in one dtype (torch's matmul does not mix them); the
+        integer inputs (pivots) as they are."""
+        dtype = args[floats[0]].dtype
+        if all(args[i].dtype == dtype for i in floats):
+            return args
+        for i in floats[1:]:
+            dtype = state.torch.promote_types(dtype, args[i].dtype)
+        return tuple(x.to(dtype) if i in floats else x for i, x in enumerate(args))
 
     def traced(*args: Any, **kwargs: Any) -> Any:
         """The op while ``torch.compile`` traces it: the checks (shapes are static to the
@@ -91,19 +115,18 @@ def _torch_op(
             if not isinstance(x, state.torch.Tensor):
                 raise _not_a_tensor(name, arg, x)
         check(xp, name, *args, **dict(zip(params, pvals)))
-        if n_in == 2:
-            a, b = args
-            if a.device != b.device:
-                _check_same_device(backend, name, args)
-            if a.dtype != b.dtype:
-                dtype = state.torch.promote_types(a.dtype, b.dtype)
-                args = (a.to(dtype), b.to(dtype))
-        value, info = compile_class.apply(*args, *pvals)
+        if n_in > 1:
+            if any(x.device != args[0].device for x in args[1:]):
+                _check_same_device(backend, name, args, inputs)
+            args = promoted(args)
+        out = compile_class.apply(*args, *pvals)
         if returns_info:
-            return value, info
-        # The message names the op and the batch index; the shape may be symbolic here.
-        check_errors(info, api_name, is_matrix=info.ndim == 0)
-        return value
+            return out[: n_val + 1]
+        if raises:
+            # The message names the op and the batch index; the shape may be symbolic here.
+            info = out[n_val]
+            check_errors(info, api_name, is_matrix=info.ndim == 0)
+        return out[:n_val] if multi else out[0]
 
     def call(*args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         """The inputs and parameter values of a call made some other way than the usual."""
@@ -113,7 +136,7 @@ def _torch_op(
         bound.apply_defaults()
         return tuple(bound.arguments[k] for k in inputs), tuple(bound.arguments[k] for k in params)
 
-    if n_in == 2:
+    if n_in == 2 and len(floats) == 2:  # solve, solve_triangular, tensorsolve: the hot path
 
         def op(*args: Any, **kwargs: Any) -> Any:
             if compiling():
@@ -129,22 +152,21 @@ def _torch_op(
             except (TypeError, AttributeError):
                 validate(args, pvals)
             if a.device != b.device:
-                _check_same_device(backend, name, args)
+                _check_same_device(backend, name, args, inputs)
             if a.dtype != b.dtype:  # promote here: torch's matmul does not mix dtypes
                 dtype = state.torch.promote_types(a.dtype, b.dtype)
                 a, b = a.to(dtype), b.to(dtype)
             if state.transforms_active():
-                return finish(fn.apply(a, b, *pvals), a)
+                return finish(fn.apply(a, b, *pvals), a, pvals)
             if (
                 state.torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
             ) or state.forward_ad._current_level >= 0:
                 out = fast(unwrap(a), unwrap(b), *pvals)
-            else:  # nothing to differentiate: the rule's primal alone
-                p = primal(la, a, b, **dict(zip(params, pvals)))
-                out = p.value, p.info
-            return finish(out, a)
+            else:
+                out = without_grad((a, b), pvals)
+            return finish(out, a, pvals)
 
-    else:
+    elif n_in == 1:  # inv, tensorinv, lu_factor, det, slogdet
 
         def op(*args: Any, **kwargs: Any) -> Any:
             if compiling():
@@ -160,15 +182,42 @@ def _torch_op(
             except (TypeError, AttributeError):
                 validate(args, pvals)
             if state.transforms_active():
-                return finish(fn.apply(a, *pvals), a)
+                return finish(fn.apply(a, *pvals), a, pvals)
             if (
                 state.torch.is_grad_enabled() and a.requires_grad
             ) or state.forward_ad._current_level >= 0:
                 out = fast(unwrap(a), *pvals)
-            else:  # nothing to differentiate: the rule's primal alone
-                p = primal(la, a, **dict(zip(params, pvals)))
-                out = p.value, p.info
-            return finish(out, a)
+            else:
+                out = without_grad(args, pvals)
+            return finish(out, a, pvals)
+
+    else:  # any other number of inputs, integer ones among them (lu_solve)
+
+        def op(*args: Any, **kwargs: Any) -> Any:
+            if compiling():
+                return traced(*args, **kwargs)
+            if kwargs or len(args) != n_in:
+                args, pvals = call(*args, **kwargs)
+            else:
+                pvals = defaults
+            try:
+                if (*[(x.shape, x.dtype) for x in args], *pvals) not in checked:
+                    validate(args, pvals)
+            except (TypeError, AttributeError):
+                validate(args, pvals)
+            device = args[0].device
+            if any(x.device != device for x in args[1:]):
+                _check_same_device(backend, name, args, inputs)
+            args = promoted(args)
+            if state.transforms_active():
+                return finish(fn.apply(*args, *pvals), args[0], pvals)
+            if (
+                state.torch.is_grad_enabled() and any(args[i].requires_grad for i in floats)
+            ) or state.forward_ad._current_level >= 0:
+                out = fast(*[unwrap(x) for x in args], *pvals)
+            else:
+                out = without_grad(args, pvals)
+            return finish(out, args[0], pvals)
 
     op.__name__ = op.__qualname__ = name
     op.__doc__ = op_docstring(rule)
