@@ -465,17 +465,17 @@ def test_real_primals_get_real_cotangents_from_jax(ops):
 
 
 def _oracle_params():
-    """Every replay of inv and solve (eagerly too), of their twins, det and slogdet; half
-    of lu_factor's and lu_solve's (every other case: both dtypes, every shape kind), whose
-    cases are many. The kit replays every case's JVP and VJP on JAX (ops.jvp, ops.vjp);
-    here they go through JAX's transforms, with the HVP."""
+    """Every replay of inv and solve (eagerly too), of their twins, det and slogdet; a third
+    of lu_factor's, lu_solve's and cholesky's (every third case: both dtypes, every shape
+    kind), whose cases are many and each a compilation. The kit replays every case's JVP
+    and VJP on JAX (ops.jvp, ops.vjp); here they go through JAX's transforms, with the HVP."""
     seen: dict[str, int] = {}
     for case in load_cases():
         for replay in replays(case):
-            if replay.op == "lu_factor_ex":
-                continue  # lu_factor's rule; its info output is covered by the transforms
+            if replay.op in ("lu_factor_ex", "cholesky_ex"):
+                continue  # the same rule; the info output is covered by the transforms
             k = seen[replay.op] = seen.get(replay.op, -1) + 1
-            if replay.op in ("lu_factor", "lu_solve") and k % 2:
+            if replay.op in ("lu_factor", "lu_solve", "cholesky") and k % 3:
                 continue
             for jit in (False, True) if replay.op == case.op in ("inv", "solve") else (True,):
                 name = f"{case.case_id}-{replay.op}-{'jit' if jit else 'eager'}"
