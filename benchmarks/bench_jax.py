@@ -1,15 +1,21 @@
-"""JAX backend: invad's ``inv`` and ``solve`` against ``jnp.linalg``, forward and ``jit(grad)``.
+"""JAX backend: invad's ops against jnp.linalg and jax.scipy.linalg, forward and ``jit(grad)``.
 
-    python benchmarks/bench_jax.py [--repeats N] [--dtype float64|float32] [--n N ...]
+    python benchmarks/bench_jax.py [--repeats N] [--dtype float64|float32] [--n N ...] [--op OP ...]
 
 For each size of ``invad.bench.SIZES`` (n=3 one matrix; n=4 batch 10000;
 n=64 batch 256; n=256 batch 16; n=1024 one matrix with 64 right-hand sides),
-side by side in one process, every function compiled first and then timed
-interleaved with the others (median wall time, ``block_until_ready``):
+side by side in one process, each op's four functions compiled first and then
+timed interleaved with each other (median wall time, ``block_until_ready``):
 
 - ``fwd``: ``jit(op)``;
 - ``jit(grad)``: ``jit(grad(loss))`` with ``loss = sum(w * op(a[, b]))``, a fixed
-  random ``w``, the gradient taken with respect to every input.
+  random ``w``, the gradient taken with respect to every input (``slogdet``:
+  of ``logabsdet``).
+
+The ops and their native counterparts: ``inv``, ``solve``, ``det``,
+``slogdet`` (``jnp.linalg``); ``lu_factor+lu_solve`` (factor once, then
+solve: ``jax.scipy.linalg.lu_factor`` and ``lu_solve``); ``solve_triangular``
+with an upper triangle (``jax.scipy.linalg.solve_triangular``).
 
 Ratios are invad over native: below 1 means invad is faster. ``run()`` returns
 the rows for ``benchmarks/run_all.py``. Enables float64 in JAX
@@ -39,17 +45,48 @@ import numpy as np
 from invad.bench import median_times
 
 #: Seconds one size may take in its child process before it counts as hung.
-WATCHDOG = 120
+WATCHDOG = 300
 #: Fresh child processes tried per size before giving up on it.
 ATTEMPTS = 6
 
 
-def _cases(jax: Any, jnp: Any, ops: Any, op: str, inputs: tuple, w: Any) -> dict[str, Any]:
-    native, ours = (jnp.linalg.inv, ops.inv) if op == "inv" else (jnp.linalg.solve, ops.solve)
+def _pairs(jnp: Any, ops: Any) -> dict[str, tuple[Any, Any, int]]:
+    """Per op: the native function, invad's, and which output the loss weighs (None: the one).
+
+    Every function takes the inputs of :func:`measure` (``a``, or ``a`` and ``b``);
+    ``lu_factor+lu_solve`` factors once and solves, as a user of the pair does.
+    """
+    import jax.scipy.linalg as jsl
+
+    return {
+        "inv": (jnp.linalg.inv, ops.inv, None),
+        "solve": (jnp.linalg.solve, ops.solve, None),
+        "det": (jnp.linalg.det, ops.det, None),
+        "slogdet": (lambda a: tuple(jnp.linalg.slogdet(a)), ops.slogdet, 1),  # logabsdet
+        "lu_factor+lu_solve": (
+            lambda a, b: jsl.lu_solve(jsl.lu_factor(a), b),
+            lambda a, b: ops.lu_solve(*ops.lu_factor(a), b),
+            None,
+        ),
+        "solve_triangular": (
+            lambda t, b: jsl.solve_triangular(t, b, lower=False),
+            lambda t, b: ops.solve_triangular(t, b, upper=True),
+            None,
+        ),
+    }
+
+
+def _cases(
+    jax: Any, jnp: Any, native: Any, ours: Any, output: int | None, inputs: tuple, w: Any
+) -> dict[str, Any]:
     argnums = tuple(range(len(inputs)))
 
     def grad_of(f: Any) -> Any:
-        return jax.jit(jax.grad(lambda *xs: jnp.sum(w * f(*xs)), argnums))
+        def loss(*xs: Any) -> Any:
+            out = f(*xs)
+            return jnp.sum(w * (out if output is None else out[output]))
+
+        return jax.jit(jax.grad(loss, argnums))
 
     fns = {
         "native fwd": jax.jit(native),
@@ -59,10 +96,17 @@ def _cases(jax: Any, jnp: Any, ops: Any, op: str, inputs: tuple, w: Any) -> dict
     }
     for mine, theirs in zip(fns["invad"](*inputs), fns["native"](*inputs)):  # compiles them
         np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-4)
+    jax.tree_util.tree_map(
+        lambda mine, theirs: np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-4),
+        fns["invad fwd"](*inputs),
+        fns["native fwd"](*inputs),
+    )
     return {name: (lambda fn=fn: jax.block_until_ready(fn(*inputs))) for name, fn in fns.items()}
 
 
-def measure(n: int, repeats: int, dtype: str) -> list[dict[str, Any]]:
+def measure(
+    n: int, repeats: int, dtype: str, only: list[str] | None = None
+) -> list[dict[str, Any]]:
     """Rows for one size of ``invad.bench.SIZES``, measured in this process."""
     import jax
 
@@ -77,19 +121,34 @@ def measure(n: int, repeats: int, dtype: str) -> list[dict[str, Any]]:
     (batch, k) = next((batch, k) for m, batch, k in SIZES if m == n)
     a = jnp.asarray(rng.standard_normal((*batch, n, n)) / np.sqrt(n) + 2 * np.eye(n), dtype)
     b = jnp.asarray(rng.standard_normal((*batch, n, k)), dtype)
+    # An upper triangle whose inverse stays moderate at every n (random triangles with
+    # O(1 / sqrt(n)) entries have inverses that grow exponentially with n).
+    t = jnp.asarray(np.triu(rng.standard_normal((*batch, n, n))) / n + 2 * np.eye(n), dtype)
     reps = max(5, repeats // 4) if n >= 1024 else repeats
     rows = []
-    for op, inputs in (("inv", (a,)), ("solve", (a, b))):
-        w = jnp.asarray(rng.standard_normal(inputs[-1].shape if op == "solve" else a.shape), dtype)
-        t = median_times(_cases(jax, jnp, ops, op, inputs, w), reps)
-        size = {"backend": "jax", "n": n, "batch": batch, "k": k if op == "solve" else 0}
-        rows.append({**size, "op": f"{op} jit(grad)", "invad": t["invad"], "native": t["native"]})
-        rows.append({**size, "op": f"{op} fwd", "invad": t["invad fwd"], "native": t["native fwd"]})
+    for op, (native, ours, output) in _pairs(jnp, ops).items():
+        if only and op not in only:
+            continue
+        inputs = {"inv": (a,), "det": (a,), "slogdet": (a,), "solve_triangular": (t, b)}.get(
+            op, (a, b)
+        )
+        out_shape = jax.eval_shape(native, *inputs)
+        weighed = out_shape if output is None else out_shape[output]
+        w = jnp.asarray(rng.standard_normal(weighed.shape), dtype)
+        t_ = median_times(_cases(jax, jnp, native, ours, output, inputs, w), reps)
+        size = {"backend": "jax", "n": n, "batch": batch, "k": k if len(inputs) > 1 else 0}
+        rows.append({**size, "op": f"{op} jit(grad)", "invad": t_["invad"], "native": t_["native"]})
+        rows.append(
+            {**size, "op": f"{op} fwd", "invad": t_["invad fwd"], "native": t_["native fwd"]}
+        )
     return rows
 
 
 def run(
-    repeats: int = 40, dtype: str = "float64", sizes: list[int] | None = None
+    repeats: int = 40,
+    dtype: str = "float64",
+    sizes: list[int] | None = None,
+    only: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Rows ``{backend, op, n, batch, k, invad, native}`` (median seconds) for run_all.py.
 
@@ -102,6 +161,7 @@ def run(
         if sizes and n not in sizes:
             continue
         command = [sys.executable, __file__, "--worker", str(n), "--repeats", str(repeats)]
+        command += [arg for op in only or () for arg in ("--op", op)]
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 child = subprocess.run(
@@ -146,12 +206,13 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=40, help="timed repeats per function")
     parser.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     parser.add_argument("--n", type=int, action="append", help="only these matrix sizes")
+    parser.add_argument("--op", action="append", help="only these ops (names as in the table)")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # one size, JSON out
     args = parser.parse_args()
     if args.worker is not None:
-        print(json.dumps(measure(args.worker, args.repeats, args.dtype)))
+        print(json.dumps(measure(args.worker, args.repeats, args.dtype, args.op)))
         return 0
-    rows = run(args.repeats, args.dtype, args.n)
+    rows = run(args.repeats, args.dtype, args.n, args.op)
     import jax
 
     import invad

@@ -10,6 +10,7 @@ subprocess, because ``XLA_FLAGS`` must be set before jax is imported.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -25,11 +26,13 @@ jax = pytest.importorskip("jax")
 jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
+import jax.scipy.linalg as jsl  # noqa: E402
 from jax.test_util import check_grads  # noqa: E402
 
 import invad  # noqa: E402
 from invad.rules import RULES  # noqa: E402
 from invad.testing import cases as C  # noqa: E402
+from invad.testing.checks import values  # noqa: E402
 from invad.testing.oracle import load_cases, replays  # noqa: E402
 
 HERE = Path(__file__).parent
@@ -52,20 +55,109 @@ def rng_for(*key: object) -> np.random.Generator:
     return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
+def numpy_inputs(op: str, shape: C.Shape, dtype: str, rng: np.random.Generator) -> tuple:
+    """The op's inputs in NumPy; for ``lu_solve`` ``(LU, pivots, b)`` from
+    ``jax.scipy.linalg.lu_factor``, the factorization JAX users hand to it."""
+    xs = C.primals(op, shape, dtype, rng)
+    if op != "lu_solve":
+        return xs
+    a, b = xs
+    lu, pivots = jsl.lu_factor(jnp.asarray(a))
+    return np.asarray(lu), np.asarray(pivots), b
+
+
 def inputs(op: str, shape: C.Shape, dtype: str) -> tuple[jax.Array, ...]:
-    return tuple(jnp.asarray(x) for x in C.primals(op, shape, dtype, rng_for(op, shape.id, dtype)))
+    rng = rng_for(op, shape.id, dtype)
+    return tuple(jnp.asarray(x) for x in numpy_inputs(op, shape, dtype, rng))
+
+
+def differentiable(op: str, out) -> object:
+    """An op's result without what has no derivative (pivots, info): one array, or the tuple
+    of several (slogdet's sign and logabsdet)."""
+    picked = tuple(v for v, d in zip(values(op, out), RULES[op].differentiable) if d)
+    return picked if len(picked) > 1 else picked[0]
 
 
 def value_fn(ops: invad.Ops, op: str, params: dict) -> callable:
-    """The op as a function of its inputs only, returning the differentiable value."""
+    """The op as a function of its inputs, returning its differentiable outputs."""
     fn = getattr(ops, op)
-    if RULES[op].returns_info:
-        return lambda *xs: fn(*xs, **params)[0]
-    return lambda *xs: fn(*xs, **params)
+    return lambda *xs: differentiable(op, fn(*xs, **params))
+
+
+def over_floats(op: str, f: callable, xs: tuple) -> tuple[callable, tuple]:
+    """``f`` as a function of the floating inputs alone (pivots held fixed), and those inputs."""
+    integer = RULES[op].integer
+    if not any(integer):
+        return f, xs
+
+    def g(*floats):
+        it = iter(floats)
+        return f(*(x if is_int else next(it) for x, is_int in zip(xs, integer)))
+
+    return g, tuple(x for x, is_int in zip(xs, integer) if not is_int)
+
+
+def op_cotangent(op: str, ct) -> object:
+    """A cotangent of the differentiable outputs, shaped as ``ops.vjp`` takes it."""
+    rule = RULES[op]
+    cts = iter(ct if isinstance(ct, tuple) else (ct,))
+    per_value = tuple(next(cts) if d else None for d in rule.differentiable)
+    if rule.returns_info:
+        return (*per_value, None)
+    return per_value if rule.multi else per_value[0]
+
+
+def as_columns(b, lu, left: bool):
+    """``b`` as matrices (a vector: one column; a right solve: transposed), batch broadcast
+    with ``lu``'s, as the jax.scipy.linalg functions then read it."""
+    m = b[..., None] if b.ndim == 1 else (b if left else jnp.matrix_transpose(b))
+    batch = jnp.broadcast_shapes(lu.shape[:-2], m.shape[:-2])
+    return jnp.broadcast_to(m, (*batch, *m.shape[-2:])), batch
+
+
+def from_columns(x, b, left: bool):
+    return x[..., 0] if b.ndim == 1 else (x if left else jnp.matrix_transpose(x))
+
+
+def reference_lu_solve(lu, pivots, b, left=True, adjoint=False):
+    """invad's lu_solve written with jax.scipy.linalg.lu_solve (left solves only)."""
+    m, batch = as_columns(b, lu, left)
+    factor = (
+        jnp.broadcast_to(lu, (*batch, *lu.shape[-2:])),
+        jnp.broadcast_to(pivots, (*batch, pivots.shape[-1])),
+    )
+    if left:  # op(A) x = b
+        x = jsl.lu_solve(factor, m, trans=2 if adjoint else 0)
+    elif adjoint:  # x A^H = b:  A x^H = b^H
+        x = jnp.conj(jsl.lu_solve(factor, jnp.conj(m), trans=0))
+    else:  # x A = b:  A^T x^T = b^T
+        x = jsl.lu_solve(factor, m, trans=1)
+    return from_columns(x, b, left)
+
+
+def reference_solve_triangular(a, b, upper, left=True, unitriangular=False):
+    m, _ = as_columns(b, a, left)
+    x = jsl.solve_triangular(
+        a, m, trans=0 if left else 1, lower=not upper, unit_diagonal=unitriangular
+    )
+    return from_columns(x, b, left)
+
+
+def reference_determinant(fn):
+    """``fn`` (jnp.linalg.det or slogdet), with the empty matrix's determinant 1 (and
+    log 0) that jnp.linalg.det fails on."""
+
+    def det(a):
+        if a.shape[-1]:
+            return fn(a)
+        one = jnp.ones(a.shape[:-2], a.dtype) + 0 * jnp.sum(a, axis=(-2, -1))
+        return one if fn is jnp.linalg.det else (one, jnp.real(one) - 1)
+
+    return det
 
 
 def reference_fn(op: str, params: dict) -> callable:
-    """The same op written with jnp.linalg."""
+    """The same op written with jnp.linalg and jax.scipy.linalg, returning what value_fn does."""
     base = op.removesuffix("_ex")
     if base == "inv":
         return jnp.linalg.inv
@@ -73,6 +165,16 @@ def reference_fn(op: str, params: dict) -> callable:
         return lambda a: jnp.linalg.tensorinv(a, ind=params.get("ind", 2))
     if base == "tensorsolve":
         return lambda a, b: jnp.linalg.tensorsolve(a, b, axes=params.get("axes"))
+    if base == "lu_factor":
+        return lambda a: jsl.lu_factor(a)[0]
+    if op == "lu_solve":
+        return partial(reference_lu_solve, **params)
+    if op == "solve_triangular":
+        return partial(reference_solve_triangular, **params)
+    if op == "det":
+        return reference_determinant(jnp.linalg.det)
+    if op == "slogdet":
+        return reference_determinant(lambda a: tuple(jnp.linalg.slogdet(a)))
     if params.get("left", True):
         return jnp.linalg.solve
 
@@ -86,16 +188,46 @@ def reference_fn(op: str, params: dict) -> callable:
     return right
 
 
+#: The LU family's shape families run here, those that take distinct paths (each costs
+#: compilations; the kit runs every family on JAX: forward, jvp, vjp, native AD).
+LU_FAMILIES = {
+    "lu_factor": ("single", "batched-wide", "batched-tall", "no-columns"),
+    "lu_factor_ex": ("batched", "empty-batch"),
+    "lu_solve": (
+        "batched",
+        "broadcast",
+        "right-broadcast",
+        "adjoint",
+        "right-adjoint-vector",
+        "empty-rhs",
+    ),
+    "solve_triangular": (
+        "lower-batched",
+        "upper-vector",
+        "lower-broadcast",
+        "right-upper",
+        "unit-upper",
+        "unit-lower-right",
+        "empty-matrix",
+    ),
+    "det": ("batched-2d", "one-by-one", "empty-matrix"),
+    "slogdet": ("batched", "one-by-one", "empty-batch"),
+}
+
+
 def all_cases(dtypes=DTYPES, empty=True):
-    """The kit's cases, less the rest of the solve grid: the kit runs those on JAX (jvp,
-    vjp, native AD), and each shape here costs compilations."""
+    """The kit's cases, less the rest of the solve grid (the kit runs those on JAX: jvp,
+    vjp, native AD) and the LU family's families not in LU_FAMILIES; each shape here costs
+    compilations."""
     grid = {shape.family for shape in C.SOLVE_GRID}
     return [
         pytest.param(op, shape, dtype, id=f"{op}-{shape.id}-{dtype}")
         for op in RULES
         for shape in C.SHAPES[op]
         for dtype in dtypes
-        if (empty or "empty" not in shape.family) and shape.family not in grid
+        if (empty or "empty" not in shape.family)
+        and shape.family not in grid
+        and shape.family in LU_FAMILIES.get(op, (shape.family,))
     ]
 
 
@@ -116,12 +248,20 @@ def tree_close(got, ref, **kw):
 
 
 def random_like(x, rng):
+    """Random data shaped as ``x`` (or as each array of a tuple of them)."""
+    if isinstance(x, tuple):
+        return tuple(random_like(y, rng) for y in x)
     return jnp.asarray(C.random_array(rng, x.shape, str(x.dtype)))
 
 
 def real_loss(f, weights):
-    """A real scalar of the op's value: Re sum(conj(w) * f(x))."""
-    return lambda *xs: jnp.sum(jnp.real(jnp.conj(weights) * f(*xs)))
+    """A real scalar of the op's value(s): Re sum(conj(w) * f(x)), summed over the outputs."""
+
+    def loss(*xs):
+        pairs = zip(jax.tree_util.tree_leaves(weights), jax.tree_util.tree_leaves(f(*xs)))
+        return sum(jnp.sum(jnp.real(jnp.conj(w) * y)) for w, y in pairs)
+
+    return loss
 
 
 # -- the plugin ------------------------------------------------------------------------
@@ -210,6 +350,12 @@ GRAD_FAMILIES = {
     "tensorsolve": ("matrix", "axes"),
     "inv_ex": ("batched",),
     "solve_ex": ("right",),
+    "lu_factor": ("batched-wide",),
+    "lu_factor_ex": ("batched",),
+    "lu_solve": ("batched", "right-adjoint-vector"),
+    "solve_triangular": ("lower-batched", "unit-lower-right"),
+    "det": ("batched-2d",),
+    "slogdet": ("batched",),
 }
 
 
@@ -220,9 +366,8 @@ def grad_cases():
 
 @pytest.mark.parametrize(("op", "shape", "dtype"), grad_cases())
 def test_check_grads_order_2(ops, op, shape, dtype):
-    check_grads(
-        value_fn(ops, op, shape.params), inputs(op, shape, dtype), order=2, modes=("fwd", "rev")
-    )
+    f, xs = over_floats(op, value_fn(ops, op, shape.params), inputs(op, shape, dtype))
+    check_grads(f, xs, order=2, modes=("fwd", "rev"))
 
 
 def test_check_grads_order_3_of_solve_and_inv(ops):
@@ -246,11 +391,13 @@ def eager_and_jit(cases):
 
 @pytest.mark.parametrize(("op", "shape", "dtype", "jit"), eager_and_jit(all_cases()))
 def test_values_and_derivatives_match_jnp_linalg(ops, op, shape, dtype, jit):
-    """Value, jax.jvp, jax.vjp (JAX's convention) and an HVP equal those of jnp.linalg."""
-    xs = inputs(op, shape, dtype)
+    """Value, jax.jvp, jax.vjp (JAX's convention) and an HVP equal those of jnp.linalg (and
+    jax.scipy.linalg for the LU family; lu_solve gets jax.scipy.linalg.lu_factor's output)."""
+    everything = inputs(op, shape, dtype)
+    f, xs = over_floats(op, value_fn(ops, op, shape.params), everything)
+    ref, _ = over_floats(op, reference_fn(op, shape.params), everything)
     rng = rng_for("derivatives", op, shape.id, dtype)
     ts = tuple(random_like(x, rng) for x in xs)
-    ref = reference_fn(op, shape.params)
     ct = random_like(ref(*xs), rng)
     argnums = tuple(range(len(xs)))
 
@@ -260,9 +407,8 @@ def test_values_and_derivatives_match_jnp_linalg(ops, op, shape, dtype, jit):
         hvp = jax.jvp(jax.grad(real_loss(fn, ct), argnums), xs, ts)[1]
         return out, jv, cts, hvp
 
-    f = value_fn(ops, op, shape.params)
     ours = (jax.jit(partial(derivatives, f)) if jit else partial(derivatives, f))(xs, ts, ct)
-    theirs = derivatives(ref, xs, ts, ct)
+    theirs = jax.jit(partial(derivatives, ref))(xs, ts, ct)
     for got, expected in zip(ours, theirs, strict=True):
         tree_close(got, expected, rtol=1e-9, atol=1e-9)
 
@@ -297,23 +443,23 @@ def test_mixed_dtypes_promote_and_cotangents_keep_the_input_dtype(ops):
 @pytest.mark.parametrize(("op", "shape", "dtype"), all_cases(dtypes=("complex128",), empty=False))
 def test_jax_vjp_is_the_conjugate_of_the_adjoint(ops, op, shape, dtype):
     """jax_vjp(ct) = conj(adjoint_vjp(conj(ct))); ops.vjp is the adjoint (PyTorch's) one."""
-    xs = inputs(op, shape, dtype)
-    f = value_fn(ops, op, shape.params)
+    everything = inputs(op, shape, dtype)
+    f, xs = over_floats(op, value_fn(ops, op, shape.params), everything)
+    floats = [i for i, is_int in enumerate(RULES[op].integer) if not is_int]
     out, pullback = jax.vjp(f, *xs)
     ct = random_like(out, rng_for("convention", op, shape.id))
     jax_cts = pullback(ct)
-    conj_ct = jnp.conj(ct)
-    _, adjoint = ops.vjp(
-        op, xs, (conj_ct, None) if RULES[op].returns_info else conj_ct, **shape.params
-    )
-    for got, adj in zip(jax_cts, adjoint, strict=True):
-        assert_close(got, jnp.conj(adj))
+    conj_ct = jax.tree_util.tree_map(jnp.conj, ct)
+    _, adjoint = ops.vjp(op, everything, op_cotangent(op, conj_ct), **shape.params)
+    for got, i in zip(jax_cts, floats, strict=True):
+        assert_close(got, jnp.conj(adjoint[i]))
     # The adjoint convention is the one of <ct, J v> = <J* ct, v> under Re tr(X^H Y).
     ts = tuple(random_like(x, rng_for("tangent", op, shape.id)) for x in xs)
     _, jv = jax.jvp(f, xs, ts)
-    _, adjoint = ops.vjp(op, xs, (ct, None) if RULES[op].returns_info else ct, **shape.params)
-    lhs = jnp.real(jnp.vdot(ct, jv))
-    rhs = sum(jnp.real(jnp.vdot(g, t)) for g, t in zip(adjoint, ts))
+    _, adjoint = ops.vjp(op, everything, op_cotangent(op, ct), **shape.params)
+    pairs = zip(jax.tree_util.tree_leaves(ct), jax.tree_util.tree_leaves(jv), strict=True)
+    lhs = sum(jnp.real(jnp.vdot(c, v)) for c, v in pairs)
+    rhs = sum(jnp.real(jnp.vdot(adjoint[i], t)) for i, t in zip(floats, ts))
     np.testing.assert_allclose(lhs, rhs, rtol=1e-10)
 
 
@@ -330,24 +476,41 @@ ORACLE = [
     pytest.param(case, replay, jit, id=f"{case.case_id}-{replay.op}-{'jit' if jit else 'eager'}")
     for case in load_cases()
     for replay in replays(case)
-    for jit in ((False, True) if replay.op == case.op else (True,))
+    # Eagerly too for inv and solve; their twins and the LU family, whose cases are many
+    # and each costs compilations, under jit (eager calls take the same custom_jvp).
+    for jit in ((False, True) if replay.op == case.op in ("inv", "solve") else (True,))
 ]
+
+
+def _differentiable_part(op: str, per_output):
+    """An oracle's per-output tuple (None for pivots) reduced as value_fn returns outputs."""
+    if not RULES[op].multi:
+        return jnp.asarray(per_output)
+    picked = tuple(
+        jnp.asarray(x) for x, d in zip(per_output, RULES[op].differentiable, strict=True) if d
+    )
+    return picked if len(picked) > 1 else picked[0]
 
 
 @pytest.mark.parametrize(("case", "replay", "jit"), ORACLE)
 def test_oracle_replay_through_jax_transforms(ops, case, replay, jit):
-    """JVP by jax.jvp; VJP by jax.vjp put in the adjoint convention; HVP by jax.jvp of jax.grad."""
+    """JVP by jax.jvp; VJP by jax.vjp put in the adjoint convention; HVP by jax.jvp of jax.grad.
+
+    lu_solve's pivots (0-based, as JAX's own) are held fixed: JAX differentiates with
+    respect to LU and b only.
+    """
     wrap = jax.jit if jit else (lambda f: f)
-    f = value_fn(ops, replay.op, replay.params)
-    xs = tuple(jnp.asarray(x) for x in replay.primals)
-    ts = tuple(jnp.asarray(t) for t in replay.tangents)
-    ct = jnp.asarray(replay.cotangent)
+    primals = tuple(jnp.asarray(x) for x in replay.primals_for(ops.la.pivot_base))
+    f, xs = over_floats(replay.op, value_fn(ops, replay.op, replay.params), primals)
+    ts = tuple(jnp.asarray(t) for t in replay.tangents if t is not None)
+    ct = _differentiable_part(replay.op, replay.cotangent)
     argnums = tuple(range(len(xs)))
 
     def derivatives(xs, ts, ct):
         _, jv = jax.jvp(f, xs, ts)
         _, pullback = jax.vjp(f, *xs)
-        adjoint = tuple(jnp.conj(g) for g in pullback(jnp.conj(ct)))  # PyTorch's convention
+        conj_ct = jax.tree_util.tree_map(jnp.conj, ct)
+        adjoint = tuple(jnp.conj(g) for g in pullback(conj_ct))  # PyTorch's convention
         if replay.hvp is None:
             return jv, adjoint, None
         grad = jax.grad(real_loss(f, ct), argnums)  # JAX's convention
@@ -355,12 +518,14 @@ def test_oracle_replay_through_jax_transforms(ops, case, replay, jit):
 
     jv, adjoint, hvp = wrap(derivatives)(xs, ts, ct)
     rtol, atol = case.first_order
-    np.testing.assert_allclose(jv, replay.jvp, rtol=rtol, atol=atol)
-    for got, ref in zip(adjoint, replay.vjp, strict=True):
+    ref_jv = _differentiable_part(replay.op, replay.jvp)
+    for got, ref in zip(jax.tree_util.tree_leaves(jv), jax.tree_util.tree_leaves(ref_jv)):
+        np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol)
+    for got, ref in zip(adjoint, [v for v in replay.vjp if v is not None], strict=True):
         np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol)
     if replay.hvp is not None:
         rtol, atol = case.second_order
-        for got, ref in zip(hvp, replay.hvp, strict=True):
+        for got, ref in zip(hvp, [h for h in replay.hvp if h is not None], strict=True):
             np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol)
 
 
@@ -449,17 +614,23 @@ def test_transforms_match_jnp_linalg(ops, op, name, dtype):
 
 @pytest.mark.parametrize(("op", "shape", "dtype"), all_cases(dtypes=("float64",)))
 def test_vmap_matches_a_loop(ops, op, shape, dtype):
-    """vmap over a new leading axis of every input equals a Python loop, values and gradients."""
+    """vmap over a new leading axis of every input (lu_solve's pivots too) equals a Python
+    loop, values and gradients."""
     rng = rng_for("vmap", op, shape.id)
-    stacks = list(zip(*(C.primals(op, shape, dtype, rng) for _ in range(3)), strict=True))
+    stacks = list(zip(*(numpy_inputs(op, shape, dtype, rng) for _ in range(3)), strict=True))
     xs = tuple(jnp.asarray(np.stack(s)) for s in stacks)
     f = value_fn(ops, op, shape.params)
-    loss = jax.grad(lambda *x: jnp.sum(jnp.sin(f(*x))), tuple(range(len(xs))))
-    got, got_grad = jax.vmap(f)(*xs), jax.jit(jax.vmap(loss))(*xs)
+    floats = tuple(i for i, is_int in enumerate(RULES[op].integer) if not is_int)
+
+    def loss(*x):
+        return sum(jnp.sum(jnp.sin(y)) for y in jax.tree_util.tree_leaves(f(*x)))
+
+    grad = jax.grad(loss, floats)
+    got, got_grad = jax.vmap(f)(*xs), jax.jit(jax.vmap(grad))(*xs)
     for i in range(3):
         row = tuple(x[i] for x in xs)
-        assert_close(got[i], f(*row))
-        tree_close(tuple(g[i] for g in got_grad), loss(*row))
+        tree_close(jax.tree_util.tree_map(lambda y, i=i: y[i], got), f(*row))
+        tree_close(tuple(g[i] for g in got_grad), grad(*row))
 
 
 @pytest.mark.parametrize("in_axes", [(0, None), (None, 0), (1, 2)])
@@ -478,6 +649,206 @@ def test_vmap_in_axes_for_solve(ops, in_axes):
     got_ex, info = jax.vmap(ops.solve_ex, in_axes=in_axes)(a, b)
     assert_close(got_ex, got)
     assert info.shape == (2,) and not info.any()
+
+
+# -- the LU family: every transform, in one program per op and dtype ----------------------
+
+#: Per op and dtype: input shapes (lu_solve's first one is the matrix it factors) and the
+#: op's parameters; small, so that a Hessian over every input stays cheap.
+LU_TRANSFORM_CASES = {
+    ("lu_factor", "float64"): (((2, 3, 3),), {}),
+    ("lu_factor", "complex128"): (((3, 4),), {}),
+    ("lu_factor_ex", "float64"): (((2, 4, 3),), {}),
+    ("lu_factor_ex", "complex128"): (((3, 3),), {}),
+    ("lu_solve", "float64"): (((2, 3, 3), (2, 3, 2)), {}),
+    ("lu_solve", "complex128"): (((2, 3, 3), (3,)), {"left": False, "adjoint": True}),
+    ("solve_triangular", "float64"): (((2, 3, 3), (2, 3, 2)), {"upper": True}),
+    ("solve_triangular", "complex128"): (
+        ((2, 3, 3), (2, 2, 3)),
+        {"upper": False, "left": False, "unitriangular": True},
+    ),
+    ("det", "float64"): (((2, 3, 3),), {}),
+    ("det", "complex128"): (((2, 3, 3),), {}),
+    ("slogdet", "float64"): (((2, 3, 3),), {}),
+    ("slogdet", "complex128"): (((2, 3, 3),), {}),
+}
+
+
+def as_real_function(f, xs):
+    """``f`` over real arrays: each complex input given as its real and imaginary parts, each
+    complex output returned as them (stacked last). Every transform then applies, whether or
+    not ``f`` is holomorphic (slogdet is not), and sees both directions of each entry."""
+    cplx = [jnp.iscomplexobj(x) for x in xs]
+
+    def g(*parts):
+        it = iter(parts)
+        out = f(*(next(it) + 1j * next(it) if c else next(it) for c in cplx))
+        return jax.tree_util.tree_map(
+            lambda y: jnp.stack([y.real, y.imag], -1) if jnp.iscomplexobj(y) else y, out
+        )
+
+    return g, tuple(p for x, c in zip(xs, cplx) for p in ((x.real, x.imag) if c else (x,)))
+
+
+def every_transform(g, parts):
+    """jit (the caller's), vmap, grad, jacfwd, jacrev, hessian and vmap of grad of ``g``."""
+    argnums = tuple(range(len(parts)))
+
+    def loss(*p):
+        return sum(jnp.sum(jnp.sin(y)) for y in jax.tree_util.tree_leaves(g(*p)))
+
+    stacked = tuple(jnp.stack([p, 1.25 * p]) for p in parts)
+    return {
+        "value": g(*parts),
+        "vmap": jax.vmap(g)(*stacked),
+        "grad": jax.grad(loss, argnums)(*parts),
+        "jacfwd": jax.jacfwd(g, argnums)(*parts),
+        "jacrev": jax.jacrev(g, argnums)(*parts),
+        "hessian": jax.hessian(loss, argnums)(*parts),
+        "vmap-grad": jax.vmap(jax.grad(loss, argnums))(*stacked),
+    }
+
+
+@pytest.mark.parametrize(("op", "dtype"), list(LU_TRANSFORM_CASES))
+def test_lu_family_transforms_match_jax(ops, op, dtype):
+    """Every transform of the op equals that of jnp.linalg / jax.scipy.linalg (complex input
+    through its real and imaginary parts), all in one compiled program each."""
+    shapes, params = LU_TRANSFORM_CASES[op, dtype]
+    shape = C.Shape("transforms", shapes, params)
+    everything = inputs(op, shape, dtype)
+    f, xs = over_floats(op, value_fn(ops, op, params), everything)
+    ref, _ = over_floats(op, reference_fn(op, params), everything)
+    ours, parts = as_real_function(f, xs)
+    theirs, _ = as_real_function(ref, xs)
+    got = jax.jit(partial(every_transform, ours))(parts)
+    expected = jax.jit(partial(every_transform, theirs))(parts)
+    for name in expected:
+        tree_close(got[name], expected[name], rtol=1e-9, atol=1e-9)
+
+
+def derivatives(fn, xs, ts, ct):
+    """Value, jax.jvp, jax.vjp (JAX's convention) and an HVP of ``fn`` at ``xs``."""
+    out, jv = jax.jvp(fn, xs, ts)
+    cts = jax.vjp(fn, *xs)[1](ct)
+    hvp = jax.jvp(jax.grad(real_loss(fn, ct), tuple(range(len(xs)))), xs, ts)[1]
+    return out, jv, cts, hvp
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("left", [True, False], ids=["left", "right"])
+def test_lu_solve_of_lu_factor_has_the_derivatives_of_solve(ops, left, dtype):
+    rng = rng_for("lu_solve of lu_factor", left, dtype)
+    a = jnp.asarray(C.well_conditioned(rng, (4,), 3, dtype))
+    b = jnp.asarray(C.random_array(rng, (4, 3, 2) if left else (4, 2, 3), dtype))
+    xs = (a, b)
+    ts = tuple(random_like(x, rng) for x in xs)
+    ct = random_like(b, rng)
+
+    def ours(a, b):
+        return ops.lu_solve(*ops.lu_factor(a), b, left=left)
+
+    got = jax.jit(partial(derivatives, ours))(xs, ts, ct)
+    expected = jax.jit(partial(derivatives, reference_fn("solve", {"left": left})))(xs, ts, ct)
+    for g, e in zip(got, expected, strict=True):
+        tree_close(g, e, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (2, 3, 5), (2, 5, 3), (3, 0)], ids=str)
+def test_lu_factor_returns_jax_scipys_pivots_without_a_tangent(ops, shape):
+    """lu_factor's pivots are jax.scipy.linalg.lu_factor's (0-based int32) and have a float0
+    tangent; lu_factor_ex's info is that of getrf."""
+    a = jnp.asarray(C.well_conditioned_rectangular(rng_for("pivots", shape), shape, "float64"))
+    lu, pivots = ops.lu_factor(a)
+    ref_lu, ref_pivots = jsl.lu_factor(a)
+    assert_close(lu, ref_lu)
+    assert pivots.dtype == jnp.int32 and np.array_equal(pivots, ref_pivots)
+    (_, pivots_out), (dlu, dpivots) = jax.jvp(ops.lu_factor, (a,), (jnp.ones_like(a),))
+    assert np.array_equal(pivots_out, pivots)
+    assert dpivots.dtype == jax.dtypes.float0 and dpivots.shape == pivots.shape
+    assert_close(dlu, jax.jvp(lambda a: jsl.lu_factor(a)[0], (a,), (jnp.ones_like(a),))[1])
+    _, _, info = ops.lu_factor_ex(a)
+    assert info.dtype == jnp.int32 and info.shape == shape[:-2] and not info.any()
+
+
+def test_real_slogdet_sign_has_a_zero_tangent(ops):
+    a = jnp.asarray(C.well_conditioned(rng_for("slogdet sign"), (3,), 4, "float64"))
+    da = jnp.ones_like(a)
+    (sign, _), (dsign, dlog) = jax.jvp(ops.slogdet, (a,), (da,))
+    assert dsign.dtype == sign.dtype and not dsign.any()
+    assert_close(dlog, jax.jvp(lambda a: jnp.linalg.slogdet(a)[1], (a,), (da,))[1])
+
+
+# -- det at singular matrices: the adjugate, against finite differences --------------------
+
+
+def singular_matrices(dtype: str) -> dict[str, np.ndarray]:
+    """4 x 4 matrices where det's derivative is the adjugate."""
+    rng = np.random.default_rng(11)
+    a = C.well_conditioned(rng, (), 4, dtype)
+    zero_row, two_zero_rows = a.copy(), a.copy()
+    zero_row[2] = 0  # rank 3: one exact zero on U's diagonal
+    two_zero_rows[[0, 3]] = 0  # rank 2: two exact zeros, the adjugate is zero
+
+    def product(k):  # rank k, singular only to rounding: no exact zero pivot
+        return C.random_array(rng, (4, k), dtype) @ C.random_array(rng, (k, 4), dtype)
+
+    return {
+        "rank-3-zero-row": zero_row,
+        "rank-3-generic": product(3),
+        "rank-2-zero-rows": two_zero_rows,
+        "rank-2-generic": product(2),
+    }
+
+
+def finite_differences(a: np.ndarray, step: float = 1e-5) -> np.ndarray:
+    """d det / d a_ij by central differences in NumPy (along real directions: for complex
+    input the holomorphic derivative)."""
+    grad = np.zeros_like(a)
+    for index in np.ndindex(a.shape):
+        e = np.zeros_like(a)
+        e[index] = step
+        grad[index] = (np.linalg.det(a + e) - np.linalg.det(a - e)) / (2 * step)
+    return grad
+
+
+@functools.cache
+def det_derivatives(dtype: str):
+    """jax.grad, jacfwd and jacrev of det at one 4 x 4 matrix, and grad over a batch (each
+    vmapped and of a sum), compiled once for every matrix of the tests below."""
+    ops = invad.install("jax")
+    h = {"holomorphic": True} if dtype.startswith("complex") else {}
+
+    def program(a, batch):
+        return (
+            ops.det(a),
+            jax.grad(ops.det, **h)(a),
+            jax.jacfwd(ops.det, **h)(a),
+            jax.jacrev(ops.det, **h)(a),
+            jax.vmap(jax.grad(ops.det, **h))(batch),
+            jax.grad(lambda b: jnp.sum(ops.det(b)), **h)(batch),
+        )
+
+    specs = (jax.ShapeDtypeStruct((4, 4), dtype), jax.ShapeDtypeStruct((3, 4, 4), dtype))
+    return jax.jit(program).lower(*specs).compile()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", list(singular_matrices("float64")))
+def test_det_derivative_at_singular_matrices_is_the_adjugate(kind, dtype):
+    """First order (grad, jacfwd, jacrev; alone, vmapped, and next to a regular matrix in a
+    batch, where lax.cond takes the adjugate's branch for all) is finite and right."""
+    m = singular_matrices(dtype)[kind]
+    regular = C.well_conditioned(np.random.default_rng(5), (), 4, dtype)
+    batch = np.stack([m, regular, m])
+    det, grad, jacfwd, jacrev, vmapped, summed = det_derivatives(dtype)(m, batch)
+    assert abs(complex(det)) < 1e-12
+    expected = finite_differences(m)
+    scale = max(np.abs(expected).max(), 1.0)
+    for got in (grad, jacfwd, jacrev, vmapped[0], vmapped[2], summed[0], summed[2]):
+        assert np.isfinite(np.asarray(got)).all()
+        np.testing.assert_allclose(got, expected, rtol=1e-7, atol=1e-7 * scale)
+    for got in (vmapped[1], summed[1]):
+        np.testing.assert_allclose(got, finite_differences(regular), rtol=1e-7, atol=1e-7)
 
 
 # -- _ex ops and singular input ----------------------------------------------------------

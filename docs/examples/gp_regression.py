@@ -55,7 +55,7 @@ def torch_value_and_grad(x: np.ndarray, y: np.ndarray, theta: np.ndarray) -> tup
     t = torch.tensor(theta, requires_grad=True)
     value = negative_log_marginal_likelihood(ops, torch.tensor(x), torch.tensor(y), t)
     (grad,) = torch.autograd.grad(value, t)
-    return float(value), grad.numpy()
+    return float(value.detach()), grad.numpy()
 
 
 def jax_value_and_grad_fn(x: np.ndarray, y: np.ndarray) -> Any:

@@ -221,6 +221,12 @@ def is_complex(xp: Any, x: Array) -> bool:
     return result
 
 
+def device(x: Array) -> Any:
+    """``x.device``, or ``None`` (the default device) for an array without one: a JAX
+    tracer under ``jit`` has none, and its computation runs where the trace is placed."""
+    return getattr(x, "device", None)
+
+
 def mT(xp: Any, x: Array) -> Array:
     """Transpose of the last two axes."""
     # The array API's `x.mT` costs a fraction of `matrix_transpose` through array_api_compat;
@@ -297,11 +303,11 @@ def first_zero(xp: Any, d: Array) -> Array:
     exact zero, 0 where it has none."""
     n = d.shape[-1]
     if n == 0:
-        return xp.zeros(d.shape[:-1], dtype=xp.int32, device=d.device)
+        return xp.zeros(d.shape[:-1], dtype=xp.int32, device=device(d))
     # Among the zeros the first has the largest weight n - j: info = n + 1 - that weight,
     # and where there is no zero (n + 1) mod (n + 1) = 0. Few operations: this runs on
     # every forward call of lu_solve and solve_triangular.
-    weight = xp.arange(n, 0, -1, dtype=xp.int32, device=d.device)
+    weight = xp.arange(n, 0, -1, dtype=xp.int32, device=device(d))
     top = xp.max(xp.astype(d == 0, xp.int32) * weight, axis=-1)
     return (n + 1 - top) % (n + 1)
 
@@ -309,9 +315,9 @@ def first_zero(xp: Any, d: Array) -> Array:
 def pivot_sign(xp: Any, pivots: Array, base: int, dtype: Any) -> Array:
     """``det(P)``, +1 or -1 per batch element: -1 per row interchange that moves a row."""
     k = pivots.shape[-1]
-    rows = xp.arange(base, base + k, dtype=pivots.dtype, device=pivots.device)
+    rows = xp.arange(base, base + k, dtype=pivots.dtype, device=device(pivots))
     swaps = xp.sum(xp.astype(pivots != rows, xp.int32), axis=-1)
-    one = xp.ones(swaps.shape, dtype=dtype, device=pivots.device)
+    one = xp.ones(swaps.shape, dtype=dtype, device=device(pivots))
     return xp.where(swaps % 2 == 1, -one, one)
 
 
@@ -343,7 +349,7 @@ def det_of_lu(xp: Any, factor: Factor, base: int) -> Array:
 
 
 def _row_index(xp: Any, n: int, like: Array) -> Array:
-    return xp.reshape(xp.arange(n, device=like.device), (n, 1))
+    return xp.reshape(xp.arange(n, device=device(like)), (n, 1))
 
 
 def _select_row(xp: Any, x: Array, onehot: Array) -> Array:
@@ -373,7 +379,7 @@ def portable_lu_factor(xp: Any, a: Array) -> tuple[Factor, Array]:
     m, n = a.shape[-2], a.shape[-1]
     batch = tuple(a.shape[:-2])
     lu = xp.asarray(a, copy=True)
-    info = xp.zeros(batch, dtype=xp.int32, device=a.device)
+    info = xp.zeros(batch, dtype=xp.int32, device=device(a))
     rows = _row_index(xp, m, a)
     tiny = xp.finfo(a.dtype).smallest_normal
     pivots = []
@@ -387,7 +393,7 @@ def portable_lu_factor(xp: Any, a: Array) -> tuple[Factor, Array]:
         pivot = row_p[..., 0, k]
         singular = pivot == 0
         info = xp.where(
-            (info == 0) & singular, xp.asarray(k + 1, dtype=xp.int32, device=a.device), info
+            (info == 0) & singular, xp.asarray(k + 1, dtype=xp.int32, device=device(a)), info
         )
         if k + 1 < m:
             # A zero pivot means the column below is zero too: leave it, as getf2 does.
@@ -402,7 +408,7 @@ def portable_lu_factor(xp: Any, a: Array) -> tuple[Factor, Array]:
     if pivots:
         piv = xp.stack(pivots, axis=-1)
     else:
-        piv = xp.zeros((*batch, 0), dtype=xp.int64, device=a.device)
+        piv = xp.zeros((*batch, 0), dtype=xp.int64, device=device(a))
     return Factor(a, lu, piv), info
 
 
@@ -502,7 +508,7 @@ def portable_cholesky(xp: Any, a: Array, upper: bool = False) -> tuple[Array, Ar
     n = a.shape[-1]
     batch = tuple(a.shape[:-2])
     c = xp.zeros_like(m)
-    info = xp.zeros(batch, dtype=xp.int32, device=a.device)
+    info = xp.zeros(batch, dtype=xp.int32, device=device(a))
     for j in range(n):
         row = c[..., j : j + 1, :j]  # L[j, :j]
         d = m[..., j, j] - xp.sum(
@@ -510,7 +516,9 @@ def portable_cholesky(xp: Any, a: Array, upper: bool = False) -> tuple[Array, Ar
         )
         d = xp.real(d) if is_complex(xp, d) else d
         bad = ~(d > 0)  # NaN too
-        info = xp.where((info == 0) & bad, xp.asarray(j + 1, dtype=xp.int32, device=a.device), info)
+        info = xp.where(
+            (info == 0) & bad, xp.asarray(j + 1, dtype=xp.int32, device=device(a)), info
+        )
         pivot = xp.sqrt(xp.where(bad, xp.full_like(d, float("nan")), d))
         pivot = xp.astype(pivot, m.dtype)
         c[..., j, j] = pivot
@@ -538,5 +546,5 @@ def portable_cholesky_solve(
 
 def portable_inv(xp: Any, a: Array) -> tuple[Array, Array]:
     factor, info = portable_lu_factor(xp, a)
-    eye = xp.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    eye = xp.eye(a.shape[-1], dtype=a.dtype, device=device(a))
     return portable_lu_solve(xp, factor, eye, "N"), info

@@ -29,6 +29,7 @@ from ._linalg import (
     CholeskyFactor,
     Linalg,
     cotangent_for,
+    device,
     diagonal,
     first_zero,
     hermitian_part,
@@ -54,7 +55,7 @@ def _phi(xp: Any, x: Array) -> Array:
     """The lower triangle of ``x`` with its diagonal halved."""
     n = x.shape[-1]
     return (
-        xp.tril(x) - diagonal(xp, x)[..., None, :] * xp.eye(n, dtype=x.dtype, device=x.device) / 2
+        xp.tril(x) - diagonal(xp, x)[..., None, :] * xp.eye(n, dtype=x.dtype, device=device(x)) / 2
     )
 
 

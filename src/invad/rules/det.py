@@ -30,6 +30,7 @@ from ._linalg import (
     Factor,
     Linalg,
     cotangent_for,
+    device,
     diagonal,
     is_complex,
     mT,
@@ -49,7 +50,7 @@ def _trace(xp: Any, x: Array) -> Array:
 
 def _eye(xp: Any, like: Array) -> Array:
     n = like.shape[-1]
-    return xp.eye(n, dtype=like.dtype, device=like.device)
+    return xp.eye(n, dtype=like.dtype, device=device(like))
 
 
 # -- slogdet ------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from ._linalg import (
     Linalg,
     Trans,
     cotangent_for,
+    device,
     diagonal,
     first_zero,
     mH,
@@ -63,7 +64,7 @@ def _lead(x: Array, rows: int, cols: int) -> Array:
 def _unit_lower(xp: Any, square: Array) -> Array:
     """``L1``: the strictly lower triangle of a square block, with ones on the diagonal."""
     n = square.shape[-1]
-    return xp.tril(square, k=-1) + xp.eye(n, dtype=square.dtype, device=square.device)
+    return xp.tril(square, k=-1) + xp.eye(n, dtype=square.dtype, device=device(square))
 
 
 def _times_inv_upper(la: Linalg, square: Array, x: Array) -> Array:

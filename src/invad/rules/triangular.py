@@ -14,7 +14,16 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ._linalg import Array, ArrayMeta, Linalg, cotangent_for, diagonal, first_zero, mH
+from ._linalg import (
+    Array,
+    ArrayMeta,
+    Linalg,
+    cotangent_for,
+    device,
+    diagonal,
+    first_zero,
+    mH,
+)
 from ._rule import Contract, Param, Primal, Rule, check_dtype, check_flag, check_square
 from .solve import as_matrix_rhs, check_rhs, from_matrix_rhs
 
@@ -65,7 +74,7 @@ def _primal(
     vector = b.ndim == 1
     x = _solve(la, t, as_matrix_rhs(b, vector, left), upper, left, unitriangular)
     if unitriangular:
-        info = xp.zeros(tuple(a.shape[:-2]), dtype=xp.int32, device=a.device)
+        info = xp.zeros(tuple(a.shape[:-2]), dtype=xp.int32, device=device(a))
     else:
         info = first_zero(xp, diagonal(xp, a))
     return Primal(
