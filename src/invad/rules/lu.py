@@ -329,7 +329,8 @@ def _lu_solve_vjp(
         lubar = None
         if needs[0]:
             y = xp.triu(lu) @ x
-            lubar = -(xp.tril(h @ mH(xp, y), k=-1) + xp.triu(g @ mH(xp, x)))
+            # the signs on the thin factors: one pass over the matrix fewer
+            lubar = xp.tril((-h) @ mH(xp, y), k=-1) + xp.triu((-g) @ mH(xp, x))
     else:
         s = la.solve_triangular(lu, la.permute_rows(piv, xbar, False), False, "N", True)
         rbar = la.solve_triangular(lu, s, True, "N", False)
@@ -337,7 +338,7 @@ def _lu_solve_vjp(
         if needs[0]:
             z = la.permute_rows(piv, x, False)
             w = mH(xp, _unit_lower(xp, lu)) @ z
-            lubar = -(xp.tril(z @ mH(xp, s), k=-1) + xp.triu(w @ mH(xp, rbar)))
+            lubar = xp.tril((-z) @ mH(xp, s), k=-1) + xp.triu((-w) @ mH(xp, rbar))
     lubar = None if lubar is None else cotangent_for(xp, lubar, lu)
     if not needs[2]:
         return lubar, None, None

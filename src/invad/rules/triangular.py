@@ -122,8 +122,9 @@ def _vjp(
         bbar = mH(xp, la.solve_triangular(res.a, mH(xp, xbar), upper, "N", unitriangular))
     abar = None
     if needs[0]:
-        outer = bbar @ mH(xp, res.x) if left else mH(xp, res.x) @ bbar
-        abar = cotangent_for(xp, -_project(xp, outer, upper, unitriangular), res.a)
+        # -G X^H with the sign on the thin factor: one pass over the matrix fewer
+        outer = (-bbar) @ mH(xp, res.x) if left else mH(xp, res.x) @ (-bbar)
+        abar = cotangent_for(xp, _project(xp, outer, upper, unitriangular), res.a)
     if not needs[1]:
         return abar, None
     return abar, cotangent_for(xp, from_matrix_rhs(bbar, vector, left), res.b)

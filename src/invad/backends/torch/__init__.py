@@ -16,6 +16,14 @@ How a rule is installed (no formula is written here; the rules hold them):
   rebuilt from it so that it carries the op's graph), and the LU
   factorization and its pivots.
 - ``backward`` and ``jvp`` run ``rule.vjp`` and ``rule.jvp`` on those.
+- An op may have several value outputs (``lu_factor``'s ``(LU, pivots)``,
+  ``slogdet``'s ``(sign, logabsdet)``): the Function returns them all, and
+  marks those the rule says carry no derivative (pivots) non-differentiable.
+  Integer inputs (``lu_solve``'s pivots) get no gradient and no tangent, and
+  dtype promotion leaves them alone.
+- The LU family's derivatives are built from ``torch.linalg.solve_triangular``
+  and a gather of rows (the pivots' permutation, from ``torch.lu_unpack``):
+  torch's own differentiable ops, so every order follows by torch's AD.
 - The rules apply ``A^-1`` through the kernel ``lu_solve`` on the saved
   factorization. When the derivative must itself be differentiable (grad
   mode on, forward AD, ``torch.func``), that kernel is the ``autograd.Function``
@@ -52,9 +60,11 @@ The package's modules:
 - ``backend``: :class:`TorchBackend` and the ``invad_backends`` hook;
 - ``op``: the user-facing op (checks, dispatch, the singular error);
 - ``functions``: the ``autograd.Function`` classes built from the rules;
-- ``kernels``: the LU solve kernels (``LUSolve``, ``RawLUSolve``) and the kernel
-  sets the rules run on (``TorchKernels``, ``DifferentiableKernels``,
-  ``CompileKernels``);
+- ``kernels``: the LU solve kernels (``LUSolve``, ``RawLUSolve``), the triangular
+  solve, the row interchanges and the determinants, and the kernel sets the
+  rules run on (``TorchKernels``, ``DifferentiableKernels``, ``CompileKernels``);
+- ``_namespace``: the array namespace the rules get (``array_api_compat.torch``
+  with a few functions on the aten ops every torch batching mechanism knows);
 - ``_state``: torch and what ``load()`` binds of it, read by all the others.
 """
 
