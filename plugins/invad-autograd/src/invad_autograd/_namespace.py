@@ -132,6 +132,7 @@ NAMESPACE = SimpleNamespace(
     linalg=SimpleNamespace(diagonal=_diagonal),
     # no derivative
     any=anp.any,
+    max=anp.max,
     min=anp.min,
     ones_like=anp.ones_like,
     zeros_like=anp.zeros_like,
