@@ -15,7 +15,10 @@ timed interleaved with each other (median wall time, ``block_until_ready``):
 The ops and their native counterparts: ``inv``, ``solve``, ``det``,
 ``slogdet`` (``jnp.linalg``); ``lu_factor+lu_solve`` (factor once, then
 solve: ``jax.scipy.linalg.lu_factor`` and ``lu_solve``); ``solve_triangular``
-with an upper triangle (``jax.scipy.linalg.solve_triangular``).
+with an upper triangle (``jax.scipy.linalg.solve_triangular``); ``cholesky``
+(``jnp.linalg.cholesky``) and ``cholesky_solve`` (``jax.scipy.linalg.cho_solve``)
+on ``a a^T / n + I``; ``solve(assume_a='pos')`` against invad's general
+``solve`` (Cholesky against LU, both invad, not plotted).
 
 Ratios are invad over native: below 1 means invad is faster. ``run()`` returns
 the rows for ``benchmarks/run_all.py``. Enables float64 in JAX
@@ -73,6 +76,18 @@ def _pairs(jnp: Any, ops: Any) -> dict[str, tuple[Any, Any, int]]:
             lambda t, b: ops.solve_triangular(t, b, upper=True),
             None,
         ),
+        "cholesky": (jnp.linalg.cholesky, ops.cholesky, None),
+        "cholesky_solve": (
+            lambda c, b: jsl.cho_solve((c, True), b),
+            ops.cholesky_solve,
+            None,
+        ),
+        # invad against invad: the Cholesky path against the general (LU) one
+        "solve(assume_a='pos') vs solve": (
+            ops.solve,
+            lambda a, b: ops.solve(a, b, assume_a="pos"),
+            None,
+        ),
     }
 
 
@@ -124,24 +139,84 @@ def measure(
     # An upper triangle whose inverse stays moderate at every n (random triangles with
     # O(1 / sqrt(n)) entries have inverses that grow exponentially with n).
     t = jnp.asarray(np.triu(rng.standard_normal((*batch, n, n))) / n + 2 * np.eye(n), dtype)
+    # a a^T / n + I: symmetric positive definite, condition number about ten; and its factor
+    spd = jnp.einsum("...ij,...kj->...ik", a, a) / n + jnp.eye(n, dtype=dtype)
+    chol = jnp.linalg.cholesky(spd)
     reps = max(5, repeats // 4) if n >= 1024 else repeats
     rows = []
     for op, (native, ours, output) in _pairs(jnp, ops).items():
         if only and op not in only:
             continue
-        inputs = {"inv": (a,), "det": (a,), "slogdet": (a,), "solve_triangular": (t, b)}.get(
-            op, (a, b)
-        )
+        inputs = {
+            "inv": (a,),
+            "det": (a,),
+            "slogdet": (a,),
+            "solve_triangular": (t, b),
+            "cholesky": (spd,),
+            "cholesky_solve": (chol, b),
+            "solve(assume_a='pos') vs solve": (spd, b),
+        }.get(op, (a, b))
         out_shape = jax.eval_shape(native, *inputs)
         weighed = out_shape if output is None else out_shape[output]
         w = jnp.asarray(rng.standard_normal(weighed.shape), dtype)
         t_ = median_times(_cases(jax, jnp, native, ours, output, inputs, w), reps)
         size = {"backend": "jax", "n": n, "batch": batch, "k": k if len(inputs) > 1 else 0}
-        rows.append({**size, "op": f"{op} jit(grad)", "invad": t_["invad"], "native": t_["native"]})
+        plot = {"plot": False} if op.endswith(" vs solve") else {}  # invad against invad
         rows.append(
-            {**size, "op": f"{op} fwd", "invad": t_["invad fwd"], "native": t_["native fwd"]}
+            {**size, "op": f"{op} jit(grad)", "invad": t_["invad"], "native": t_["native"], **plot}
         )
+        rows.append(
+            {
+                **size,
+                "op": f"{op} fwd",
+                "invad": t_["invad fwd"],
+                "native": t_["native fwd"],
+                **plot,
+            }
+        )
+    if n == FACTOR_ONCE_N and (not only or "factor once" in only):
+        rows.append(_factor_once(jax, jnp, ops, a[(0,) * len(batch)], rng, reps))
     return rows
+
+
+#: Factor once, solve many: one lu_factor and SOLVES lu_solve calls against SOLVES solves.
+FACTOR_ONCE_N, SOLVES = 256, 100
+
+
+def _factor_once(jax: Any, jnp: Any, ops: Any, a: Any, rng: Any, repeats: int) -> dict[str, Any]:
+    """``jit(grad)`` of a loss over SOLVES solves with one matrix, each with one right-hand
+    side (gradients of ``a`` and every right-hand side): one ``lu_factor`` and SOLVES
+    ``lu_solve`` calls against SOLVES ``solve`` calls, both invad, written as a user would
+    (a Python loop, unrolled by ``jit``)."""
+    n = a.shape[-1]
+    bs = jnp.asarray(rng.standard_normal((SOLVES, n, 1)), a.dtype)
+    ws = jnp.asarray(rng.standard_normal((SOLVES, n, 1)), a.dtype)
+
+    def factor_once(a: Any, bs: Any) -> Any:
+        lu, pivots = ops.lu_factor(a)
+        return sum(jnp.sum(ws[i] * ops.lu_solve(lu, pivots, bs[i])) for i in range(SOLVES))
+
+    def solve_each(a: Any, bs: Any) -> Any:
+        return sum(jnp.sum(ws[i] * ops.solve(a, bs[i])) for i in range(SOLVES))
+
+    fns = {
+        "invad": jax.jit(jax.grad(factor_once, (0, 1))),
+        "native": jax.jit(jax.grad(solve_each, (0, 1))),
+    }
+    tol = 1e-8 if a.dtype == jnp.float64 else 1e-3
+    for mine, theirs in zip(fns["invad"](a, bs), fns["native"](a, bs)):  # compiles them
+        np.testing.assert_allclose(mine, theirs, rtol=tol, atol=tol)
+    cases = {name: (lambda fn=fn: jax.block_until_ready(fn(a, bs))) for name, fn in fns.items()}
+    t = median_times(cases, repeats)
+    return {
+        "backend": "jax",
+        "op": f"1 lu_factor + {SOLVES} lu_solve vs {SOLVES} solve, jit(grad)",
+        "n": n,
+        "batch": (),
+        "k": 1,
+        **t,
+        "plot": False,  # invad against invad, not against a native op
+    }
 
 
 def run(

@@ -18,7 +18,10 @@ The LU family (``LU_SIZES``: n=64 batch 256; n=256 batch 16; one right-hand
 side), fwd+bwd and fwd as above: ``det``, ``slogdet`` (the cotangent on
 ``logabsdet``), ``lu_solve(*lu_factor(a), b)`` (gradients of ``a`` and ``b``)
 and ``solve_triangular(a, b, upper=True)`` against their ``torch.linalg``
-counterparts; ``slogdet hvp``: a Hessian-vector product of ``sum(logabsdet)``
+counterparts; ``cholesky`` and ``cholesky_solve`` against ``torch.linalg.cholesky``
+and ``torch.cholesky_solve`` on ``a a^T / n + I``; ``solve(assume_a='pos')``
+against invad's general ``solve`` (Cholesky against LU, both invad, not plotted);
+``slogdet hvp``: a Hessian-vector product of ``sum(logabsdet)``
 by double backward. Factor once, solve many (n=256, k=1): one ``lu_factor``
 and 100 ``lu_solve`` calls against 100 ``solve`` calls, forward plus one
 backward pass, both invad (a ratio below 1 is the gain).
@@ -52,6 +55,8 @@ COMPILED_SIZES = ((3, (), 1), (64, (256,), 1))
 #: The LU family's sizes (n, batch, k): issue 11's targets.
 LU_SIZES = ((64, (256,), 1), (256, (16,), 1))
 LU_OPS = ("det", "slogdet", "lu_factor+lu_solve", "solve_triangular")
+#: The Cholesky half at the same sizes (issue 12's targets): a symmetric positive-definite ``a``.
+CHOLESKY_OPS = ("cholesky", "cholesky_solve")
 #: Factor once, solve many: one lu_factor and SOLVES lu_solve calls against SOLVES solve calls.
 SOLVES = 100
 
@@ -99,16 +104,31 @@ def _cases(torch: Any, ops: Any, op: str, a: Any, b: Any) -> dict[str, Any]:
 
 
 def _lu_cases(torch: Any, ops: Any, op: str, a: Any, b: Any) -> dict[str, Any]:
-    """The LU family's timed functions: invad's op against torch.linalg's, fwd+bwd and fwd.
+    """The linear-system family's timed functions: invad's op against torch's, fwd+bwd and fwd.
 
     ``det`` and ``slogdet`` (the cotangent on ``logabsdet``: a real sign is constant)
     differentiate with respect to ``a``; ``lu_solve(*lu_factor(a), b)`` and
     ``solve_triangular(a, b, upper=True)`` with respect to ``a`` and ``b``.
     """
+    if op in CHOLESKY_OPS or op.startswith("solve(assume_a"):
+        a = _positive_definite(torch, a)
+    if op == "cholesky_solve":
+        a = torch.linalg.cholesky(a)
     a = a.clone().requires_grad_()
     b = b.clone().requires_grad_()
     args: tuple[Any, ...] = (a,)
-    if op == "det":
+    if op == "cholesky":
+        mine, theirs = ops.cholesky, torch.linalg.cholesky
+    elif op == "cholesky_solve":
+        args = (a, b)
+        mine = ops.cholesky_solve
+        theirs = lambda c, b: torch.cholesky_solve(b, c)  # noqa: E731
+    elif op == "solve(assume_a='pos') vs solve":
+        # invad against invad: the Cholesky path against the general (LU) one
+        args = (a, b)
+        mine = lambda a, b: ops.solve(a, b, assume_a="pos")  # noqa: E731
+        theirs = ops.solve
+    elif op == "det":
         mine, theirs = ops.det, torch.linalg.det
     elif op == "slogdet":
         mine, theirs = (lambda a: ops.slogdet(a)[1]), (lambda a: torch.linalg.slogdet(a)[1])
@@ -138,6 +158,12 @@ def _lu_cases(torch: Any, ops: Any, op: str, a: Any, b: Any) -> dict[str, Any]:
         "invad fwd": fwd(mine),
         "native fwd": fwd(theirs),
     }
+
+
+def _positive_definite(torch: Any, a: Any) -> Any:
+    """``a a^T / n + I``: symmetric positive definite, condition number about ten."""
+    n = a.shape[-1]
+    return a @ a.mT / n + torch.eye(n, dtype=a.dtype)
 
 
 def _hvp_cases(torch: Any, ops: Any, a: Any) -> dict[str, Any]:
@@ -197,6 +223,23 @@ def run_lu(repeats: int = 40, dtype: str = "float64") -> list[dict[str, Any]]:
             rows.append({**size, "op": f"{op} fwd+bwd", "invad": t["invad"], "native": t["native"]})
             rows.append(
                 {**size, "op": f"{op} fwd", "invad": t["invad fwd"], "native": t["native fwd"]}
+            )
+        for op in (*CHOLESKY_OPS, "solve(assume_a='pos') vs solve"):
+            t = median_times(_lu_cases(torch, ops, op, a, b), repeats)
+            size = {"backend": "torch", "n": n, "batch": batch, "k": 0 if op == "cholesky" else k}
+            # the Cholesky solve against the general one is invad against invad: not plotted
+            plot = {"plot": False} if op.startswith("solve(") else {}
+            rows.append(
+                {**size, "op": f"{op} fwd+bwd", "invad": t["invad"], "native": t["native"], **plot}
+            )
+            rows.append(
+                {
+                    **size,
+                    "op": f"{op} fwd",
+                    "invad": t["invad fwd"],
+                    "native": t["native fwd"],
+                    **plot,
+                }
             )
         t = median_times(_hvp_cases(torch, ops, a), repeats)
         size = {"backend": "torch", "n": n, "batch": batch, "k": 0}

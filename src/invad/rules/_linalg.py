@@ -143,6 +143,14 @@ class Linalg:
     cholesky_solve: CholeskySolve
     if_any: Callable[[Array, Callable[[], Any], Callable[[], Any]], Any]
     pivot_base: int = 0
+    #: LAPACK-style ``info`` of a diagonal (:func:`first_zero`); a backend may look for a
+    #: zero first and skip the formula, which costs more than a small solve.
+    first_zero: Callable[[Array], Array] = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.first_zero is None:
+            xp = self.xp
+            object.__setattr__(self, "first_zero", lambda d: first_zero(xp, d))
 
     @classmethod
     def build(cls, xp: Any, kernels: Any = None) -> Linalg:
@@ -198,6 +206,7 @@ class Linalg:
                 "if_any", lambda mask, then, otherwise: portable_if_any(xp, mask, then, otherwise)
             ),
             pivot_base=base,
+            first_zero=getattr(kernels, "first_zero", None),
         )
 
 

@@ -31,9 +31,10 @@ from ._linalg import (
     cotangent_for,
     device,
     diagonal,
-    first_zero,
     hermitian_part,
+    is_complex,
     mH,
+    mT,
 )
 from ._rule import Contract, Param, Primal, Rule, check_dtype, check_flag, check_square
 from .solve import NOT_POSITIVE_DEFINITE, as_matrix_rhs, check_rhs, from_matrix_rhs
@@ -57,6 +58,14 @@ def _phi(xp: Any, x: Array) -> Array:
     return (
         xp.tril(x) - diagonal(xp, x)[..., None, :] * xp.eye(n, dtype=x.dtype, device=device(x)) / 2
     )
+
+
+def _sym_phi(xp: Any, x: Array) -> Array:
+    """``sym(phi(x))``, the Hermitian matrix whose lower triangle is ``phi(x)``'s; for real
+    ``x`` as ``(tril(x) + tril(x, -1)^T) / 2``, two passes over the matrix fewer."""
+    if is_complex(xp, x):  # the diagonal of a Hermitian matrix is real
+        return hermitian_part(xp, _phi(xp, x))
+    return (xp.tril(x) + mT(xp, xp.tril(x, k=-1))) / 2
 
 
 # -- cholesky -------------------------------------------------------------------------
@@ -103,7 +112,7 @@ def _cholesky_vjp(
     xp = la.xp
     c = res.c
     lower, lbar = (mH(xp, c), mH(xp, cbar)) if upper else (c, cbar)
-    h = hermitian_part(xp, _phi(xp, mH(xp, lower) @ lbar))
+    h = _sym_phi(xp, mH(xp, lower) @ lbar)
     z = lh_solve(la, c, upper, h)  # L^-H H
     abar = mH(xp, lh_solve(la, c, upper, mH(xp, z)))  # L^-H H L^-1 (Hermitian)
     return (cotangent_for(xp, abar, c),)
@@ -175,7 +184,7 @@ def _cholesky_solve_primal(la: Linalg, c: Array, b: Array, *, upper: bool = Fals
     factor = CholeskyFactor(None, c if c.dtype == dtype else xp.astype(c, dtype), upper)
     vector = b.ndim == 1
     x = la.cholesky_solve(factor, as_matrix_rhs(b, vector, True))
-    info = first_zero(xp, diagonal(xp, c))
+    info = la.first_zero(diagonal(xp, c))
     return Primal(
         from_matrix_rhs(x, vector, True), info, CholeskySolveResiduals(c, ArrayMeta.of(b), x)
     )

@@ -53,6 +53,13 @@ def _eye(xp: Any, like: Array) -> Array:
     return xp.eye(n, dtype=like.dtype, device=device(like))
 
 
+def _scaled_eye(xp: Any, scale: Array, like: Array) -> Array:
+    """``scale[..., None, None] * I``, a right-hand side of the derivatives' solves: given as
+    its own transpose, whose view is the column-major layout LAPACK solves in place (torch
+    would copy the other; measured 15% of slogdet's backward at n = 256)."""
+    return mT(xp, scale[..., None, None] * _eye(xp, like))
+
+
 # -- slogdet ------------------------------------------------------------------------
 
 
@@ -96,8 +103,7 @@ def _slogdet_vjp(
         g = -(t - xp.real(t)) if g is None else g - (t - xp.real(t))  # - i Im(conj(sbar) s)
     if g is None:
         return (None,)
-    eye = _eye(xp, res.a)
-    scaled = xp.astype(g, res.a.dtype)[..., None, None] * eye
+    scaled = _scaled_eye(xp, xp.astype(g, res.a.dtype), res.a)
     abar = la.lu_solve(Factor(res.a, res.lu, res.pivots), scaled, "H")
     return (cotangent_for(xp, abar, res.a),)
 
@@ -208,8 +214,7 @@ def _det_vjp(
     conj = xp.conj if is_complex(xp, res.det) else (lambda x: x)
 
     def generic(factor: Factor) -> Array:
-        scaled = (dbar * conj(res.det))[..., None, None] * _eye(xp, res.a)
-        return la.lu_solve(factor, scaled, "H")
+        return la.lu_solve(factor, _scaled_eye(xp, dbar * conj(res.det), res.a), "H")
 
     def with_singular() -> Array:
         s = _singular(la, res)

@@ -43,7 +43,6 @@ from ._linalg import (
     cotangent_for,
     device,
     diagonal,
-    first_zero,
     mH,
 )
 from ._rule import Contract, Param, Primal, Rule, check_dtype, check_flag, check_square
@@ -262,7 +261,7 @@ def _lu_solve_primal(
     trans = _core_trans(left, adjoint)
     # A right solve X op(A) = B is the left solve op(A)^H X^H = B^H.
     x = la.lu_solve(factor, rhs, trans) if left else mH(xp, la.lu_solve(factor, mH(xp, rhs), trans))
-    info = first_zero(xp, diagonal(xp, LU))
+    info = la.first_zero(diagonal(xp, LU))
     residuals = LUSolveResiduals(LU, pivots, ArrayMeta.of(b), x)
     return Primal(from_matrix_rhs(x, vector, left), info, residuals)
 

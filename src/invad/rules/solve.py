@@ -219,13 +219,26 @@ def _solve_vjp(
     Bbar = _apply_inverse_adjoint(la, res, Xbar, left, assume_a)  # G for the left solve
     Abar = None
     if needs[0]:
-        Abar = -(Bbar @ mH(xp, res.x) if left else mH(xp, res.x) @ Bbar)
         if assume_a == "pos":
-            Abar = hermitian_part(xp, Abar)
+            Abar = _hermitian_outer(xp, Bbar, res.x, left)
+        else:
+            Abar = -(Bbar @ mH(xp, res.x) if left else mH(xp, res.x) @ Bbar)
         Abar = cotangent_for(xp, Abar, res.a)
     if not needs[1]:
         return Abar, None
     return Abar, cotangent_for(xp, from_matrix_rhs(Bbar, vector, left), res.b)
+
+
+def _hermitian_outer(xp: Any, g: Array, x: Array, left: bool) -> Array:
+    """``sym(-G X^H)`` (left) or ``sym(-X^H G)`` (right): with few right-hand sides, one
+    product of thin factors, ``sym(G X^H) = [G X] [X G]^H / 2``, where the sum of the
+    product and its adjoint would take three more passes over an ``n x n`` matrix."""
+    n, k = (x.shape[-2], x.shape[-1]) if left else (x.shape[-1], x.shape[-2])
+    if 4 * k > n:  # the product of the thick factors costs more than the passes
+        return hermitian_part(xp, -(g @ mH(xp, x)) if left else -(mH(xp, x) @ g))
+    if left:
+        return (-0.5 * xp.concat([g, x], axis=-1)) @ mH(xp, xp.concat([x, g], axis=-1))
+    return mH(xp, xp.concat([x, g], axis=-2)) @ (-0.5 * xp.concat([g, x], axis=-2))
 
 
 SOLVE = Rule(

@@ -21,7 +21,6 @@ from ._linalg import (
     cotangent_for,
     device,
     diagonal,
-    first_zero,
     mH,
 )
 from ._rule import Contract, Param, Primal, Rule, check_dtype, check_flag, check_square
@@ -76,7 +75,7 @@ def _primal(
     if unitriangular:
         info = xp.zeros(tuple(a.shape[:-2]), dtype=xp.int32, device=device(a))
     else:
-        info = first_zero(xp, diagonal(xp, a))
+        info = la.first_zero(diagonal(xp, a))
     return Primal(
         from_matrix_rhs(x, vector, left), info, TriangularResiduals(a, ArrayMeta.of(b), x)
     )

@@ -64,7 +64,7 @@ def _raw_lu_solve(lu: Any, pivots: Any, b: Any, trans: str, kernel: Any = None) 
     if b.dtype != lu.dtype:
         b = b.to(lu.dtype)
     if trans == "P":  # lu is the lower Cholesky factor of A
-        return state.torch.cholesky_solve(b, lu)
+        return _cholesky_solve_with(lu, b, False)
     if trans == "N" or (trans == "C" and not lu.is_complex()):
         return kernel(lu, pivots, b, True, False)
     if trans == "H" or not lu.is_complex():  # "H", or "T" of a real matrix
@@ -417,7 +417,15 @@ def _cholesky(a: Any, upper: bool) -> tuple[Any, Any]:
     """``torch.linalg.cholesky_ex`` (it reads one triangle), with ``info`` also where a pivot
     came out NaN: LAPACK builds differ on whether ``potrf`` looks for it."""
     torch = state.torch
-    c, info = torch.linalg.cholesky_ex(a, upper=upper)
+    if not state.transforms_active() and a.is_contiguous():
+        # LAPACK reads a row-major ``a`` as ``a^T`` without a copy. The triangle of ``a^T``
+        # that stands for ``a``'s is the other one, and its factor is this one's transpose
+        # (``a^T``'s Hermitian matrix is ``conj(A)``, whose factor is ``conj(c)``): measured
+        # 1.35x faster than ``cholesky_ex(a)`` at n = 256 (MKL's lower potrf is the slow one).
+        c, info = torch.linalg.cholesky_ex(a.mT, upper=not upper)
+        c = c.mT
+    else:
+        c, info = torch.linalg.cholesky_ex(a, upper=upper)
     d = torch.diagonal(c, dim1=-2, dim2=-1)
     failed = ~(torch.isfinite(d) & (d.real > 0))
     if d.shape[-1] == 0:
@@ -428,12 +436,22 @@ def _cholesky(a: Any, upper: bool) -> tuple[Any, Any]:
 
 
 def _cholesky_solve(factor: CholeskyFactor, b: Any) -> Any:
-    """``A^-1 b`` from ``A``'s Cholesky factor: ``torch.cholesky_solve`` (batches broadcast),
-    differentiable by torch with respect to the factor and ``b``."""
-    c = factor.c
-    if b.dtype != c.dtype:
-        b = b.to(c.dtype)
-    return state.torch.cholesky_solve(b, c, upper=factor.upper)
+    """``A^-1 b`` from ``A``'s Cholesky factor by two triangular solves (batches broadcast),
+    differentiable by torch with respect to the factor and ``b`` at every order.
+
+    Not ``torch.cholesky_solve``: it copies a factor that is not column-major
+    (the one :func:`_cholesky` makes is row-major), and even given its own
+    layout it is slower than the two solves (measured: n = 256 batch 16, one
+    right-hand side, 1.2 ms against 1.6 ms).
+    """
+    return _cholesky_solve_with(factor.c, b, factor.upper)
+
+
+def _cholesky_solve_with(c: Any, b: Any, upper: bool) -> Any:
+    """``(c c^H)^-1 b``, or ``(c^H c)^-1 b`` if ``upper``."""
+    if upper:  # A = U^H U
+        return _solve_triangular(c, _solve_triangular(c, b, True, "H", False), True, "N", False)
+    return _solve_triangular(c, _solve_triangular(c, b, False, "N", False), False, "H", False)
 
 
 class TorchKernels:
@@ -481,6 +499,18 @@ class TorchKernels:
     det = staticmethod(_det)
     cholesky = staticmethod(_cholesky)
     cholesky_solve = staticmethod(_cholesky_solve)
+
+    @staticmethod
+    def first_zero(d: Any) -> Any:
+        """``info`` of a diagonal: one comparison and one read when there is no zero (every
+        call of lu_solve, solve_triangular and cholesky_solve, where the formula would cost
+        as much as the solve itself at n = 256, k = 1)."""
+        torch = state.torch
+        zero = d == 0
+        if not state.transforms_active() and not d.is_meta and not bool(zero.any()):
+            return torch.zeros(d.shape[:-1], dtype=torch.int32, device=d.device)
+        first = torch.argmax(zero.to(torch.int32), dim=-1).to(torch.int32) + 1
+        return torch.where(zero.any(dim=-1), first, 0).to(torch.int32)
 
     @staticmethod
     def if_any(mask: Any, then: Callable[[], Any], otherwise: Callable[[], Any]) -> Any:
