@@ -59,6 +59,8 @@ def every_op(ops: Any, a: Any, b: Any, c: Any, v: Any, t: Any, tb: Any) -> tuple
     lu, pivots = ops.lu_factor(a)
     tall, tall_pivots, tall_info = ops.lu_factor_ex(a[..., :2])  # (2, 3, 2)
     sign, logabsdet = ops.slogdet(a)
+    spd = a @ a.mT + torch.eye(3, dtype=a.dtype)  # positive definite
+    chol, chol_info = ops.cholesky_ex(spd)
     return (
         ops.inv(a),
         inv_ex,
@@ -78,16 +80,21 @@ def every_op(ops: Any, a: Any, b: Any, c: Any, v: Any, t: Any, tb: Any) -> tuple
         ops.det(a),
         sign,
         logabsdet,
+        ops.cholesky(spd, upper=True),
+        chol,
+        ops.cholesky_solve(chol, b),
+        ops.solve(spd, c, left=False, assume_a="pos"),
         inv_info,
         solve_info,
         solve_info_v,
         pivots,
         tall_pivots,
         tall_info,
+        chol_info,
     )
 
 
-N_VALUES = 18  # the differentiable outputs of every_op, before the infos and pivots
+N_VALUES = 22  # the differentiable outputs of every_op, before the infos and pivots
 
 
 @pytest.fixture(scope="module")
@@ -179,4 +186,33 @@ def test_compiled_ex_ops_report_info(ops: Any) -> None:
     assert inv_info[0] == 0 and inv_info[1] > 0 and solve_info[1] > 0 and lu_info.tolist() == [0, 1]
     torch.testing.assert_close(lu, torch.linalg.lu_factor_ex(a)[0])
     assert det[1] == 0 and sign[1] == 0 and logabsdet[1] == -math.inf and det[0] != 0
+    torch._dynamo.reset()
+
+
+def test_compiled_cholesky_raises_where_not_positive_definite(ops: Any) -> None:
+    """cholesky and solve(assume_a="pos") raise in a graph as eagerly, naming the batch index
+    and the order of the leading minor; cholesky_ex reports that order as info."""
+    torch._dynamo.reset()
+    f = torch.compile(lambda a, b: ops.solve(a, b, assume_a="pos"), fullgraph=True)
+    g = torch.compile(lambda a: ops.cholesky_ex(a)[1], fullgraph=True)
+    inputs = _inputs(5)
+    a = inputs["a"] @ inputs["a"].mT + torch.eye(3, dtype=DTYPE)
+    b = inputs["b"]
+    torch.testing.assert_close(f(a, b), torch.linalg.solve(a, b))
+    a = a.clone()
+    a[1, 1, 1] = -1.0  # the leading minor of order 2 of batch element 1 is not positive
+    not_positive_definite = (
+        r"\(Batch element 1\): .* not positive-definite \(the leading minor of order 2"
+    )
+    with pytest.raises(
+        torch.linalg.LinAlgError,
+        match=r"cholesky \(left=True, assume_a='pos'\): " + not_positive_definite,
+    ):
+        f(a, b)
+    h = torch.compile(ops.cholesky, fullgraph=True)
+    with pytest.raises(
+        torch.linalg.LinAlgError, match=r"cholesky \(upper=False\): " + not_positive_definite
+    ):
+        h(a)
+    assert g(a).tolist() == [0, 2]
     torch._dynamo.reset()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ...backend import type_name
 from ...ops import _check_same_device, op_docstring
 from ...rules import Linalg, Rule
+from ...rules.solve import NOT_POSITIVE_DEFINITE
 from . import _state as state
 from .functions import _rule_functions
 
@@ -41,7 +42,19 @@ def _torch_op(
     fn, plain, compile_class = _rule_functions(rule, la, la_diff, la_compile)
     fast = plain._c_apply
     compiling = state.torch.compiler.is_compiling
-    check_errors, api_name = state.torch._linalg_check_errors, f"invad.{rule.name}"
+    check_errors = state.torch._linalg_check_errors
+    zero_pivot_of = rule.zero_pivot
+
+    def compiled_api_name(pvals: tuple[Any, ...]) -> str:
+        """The name torch's in-graph check puts first. torch picks its message by substrings
+        of that name ("inv", then "solve", then "cholesky"), so a failed Cholesky
+        factorization is named "cholesky (the call's parameters)", without "invad" or the
+        op's name: torch then says "not positive-definite (the leading minor of order k
+        ...)" rather than "the inversion could not be completed"."""
+        if zero_pivot_of(dict(zip(params, pvals))) != NOT_POSITIVE_DEFINITE:
+            return f"invad.{rule.name}"
+        return "cholesky (" + ", ".join(f"{k}={v!r}" for k, v in zip(params, pvals)) + ")"
+
     name, check, xp = rule.name, rule.check, la.xp
     inputs = rule.contract.inputs
     n_in = len(inputs)
@@ -125,7 +138,7 @@ def _torch_op(
         if raises:
             # The message names the op and the batch index; the shape may be symbolic here.
             info = out[n_val]
-            check_errors(info, api_name, is_matrix=info.ndim == 0)
+            check_errors(info, compiled_api_name(pvals), is_matrix=info.ndim == 0)
         return out[:n_val] if multi else out[0]
 
     def call(*args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
