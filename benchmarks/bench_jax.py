@@ -18,7 +18,10 @@ solve: ``jax.scipy.linalg.lu_factor`` and ``lu_solve``); ``solve_triangular``
 with an upper triangle (``jax.scipy.linalg.solve_triangular``); ``cholesky``
 (``jnp.linalg.cholesky``) and ``cholesky_solve`` (``jax.scipy.linalg.cho_solve``)
 on ``a a^T / n + I``; ``solve(assume_a='pos')`` against invad's general
-``solve`` (Cholesky against LU, both invad, not plotted).
+``solve`` (Cholesky against LU, both invad, not plotted). Factor once, solve
+many (n=256): ``jit(grad)`` of a loss over 100 solves with one matrix, one
+``lu_factor`` and 100 ``lu_solve`` calls against 100 ``solve`` calls (both
+invad, not plotted).
 
 Ratios are invad over native: below 1 means invad is faster. ``run()`` returns
 the rows for ``benchmarks/run_all.py``. Enables float64 in JAX
@@ -28,10 +31,10 @@ jaxlib 0.10.2's CPU runtime can deadlock on a 2-core machine: on the
 machine of docs/benchmarks.md, native ``jit(grad(sum(w * jnp.linalg.inv(a))))``
 at n=64, batch 256 hangs (no CPU use, blocked in ``block_until_ready``) within
 its first 50 calls in most fresh processes (a loop calling only jnp.linalg);
-XLA flags that limit threading did not help. So every size is measured in a
-child process of its own, and a child that hangs past a watchdog is killed and
-the size measured again in a new one (at most ``ATTEMPTS`` times); the retries
-are printed.
+XLA flags that limit threading did not help. So every op at every size is
+measured in a child process of its own, and a child that hangs past a watchdog
+is killed and the op measured again in a new one (at most ``ATTEMPTS`` times);
+the retries are printed.
 """
 
 from __future__ import annotations
@@ -47,10 +50,29 @@ import numpy as np
 
 from invad.bench import median_times
 
-#: Seconds one size may take in its child process before it counts as hung.
-WATCHDOG = 300
+#: Seconds one op at one size may take in its child process before it counts as hung (a
+#: run takes under 30 here; factor once, whose 200 unrolled solves compile slowly, 4x that).
+WATCHDOG = 90
 #: Fresh child processes tried per size before giving up on it.
-ATTEMPTS = 6
+ATTEMPTS = 4
+
+
+#: Factor once, solve many: one lu_factor and SOLVES lu_solve calls against SOLVES solves,
+#: at n = FACTOR_ONCE_N.
+FACTOR_ONCE, FACTOR_ONCE_N, SOLVES = "factor once", 256, 100
+#: What is measured, one child process each (the keys of :func:`_pairs`, then factor once).
+MEASURED = (
+    "inv",
+    "solve",
+    "det",
+    "slogdet",
+    "lu_factor+lu_solve",
+    "solve_triangular",
+    "cholesky",
+    "cholesky_solve",
+    "solve(assume_a='pos') vs solve",
+    FACTOR_ONCE,
+)
 
 
 def _pairs(jnp: Any, ops: Any) -> dict[str, tuple[Any, Any, int]]:
@@ -174,13 +196,9 @@ def measure(
                 **plot,
             }
         )
-    if n == FACTOR_ONCE_N and (not only or "factor once" in only):
+    if n == FACTOR_ONCE_N and (not only or FACTOR_ONCE in only):
         rows.append(_factor_once(jax, jnp, ops, a[(0,) * len(batch)], rng, reps))
     return rows
-
-
-#: Factor once, solve many: one lu_factor and SOLVES lu_solve calls against SOLVES solves.
-FACTOR_ONCE_N, SOLVES = 256, 100
 
 
 def _factor_once(jax: Any, jnp: Any, ops: Any, a: Any, rng: Any, repeats: int) -> dict[str, Any]:
@@ -227,7 +245,8 @@ def run(
 ) -> list[dict[str, Any]]:
     """Rows ``{backend, op, n, batch, k, invad, native}`` (median seconds) for run_all.py.
 
-    Each size in a fresh child process (``--worker N``), retried where it hangs.
+    Each op and size in a fresh child process (``--worker N --op OP``), retried where it
+    hangs: one process per op, so that a hang costs one op's time, not a size's.
     """
     from invad.bench import SIZES
 
@@ -235,25 +254,32 @@ def run(
     for n, _, _ in SIZES:
         if sizes and n not in sizes:
             continue
-        command = [sys.executable, __file__, "--worker", str(n), "--repeats", str(repeats)]
-        command += [arg for op in only or () for arg in ("--op", op)]
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                child = subprocess.run(
-                    [*command, "--dtype", dtype],
-                    capture_output=True,
-                    text=True,
-                    timeout=WATCHDOG,
-                    check=True,
-                )
-            except subprocess.TimeoutExpired:
-                print(f"jax n={n}: attempt {attempt} hung; a new process", file=sys.stderr)
+        for op in MEASURED:
+            if (only and op not in only) or (op == FACTOR_ONCE and n != FACTOR_ONCE_N):
                 continue
-            rows += [{**row, "batch": tuple(row["batch"])} for row in json.loads(child.stdout)]
-            break
-        else:
-            raise RuntimeError(f"jax n={n}: hung in {ATTEMPTS} fresh processes")
+            rows += _child(n, op, repeats, dtype)
     return rows
+
+
+def _child(n: int, op: str, repeats: int, dtype: str) -> list[dict[str, Any]]:
+    command = [sys.executable, __file__, "--worker", str(n), "--repeats", str(repeats)]
+    command += ["--op", op, "--dtype", dtype]
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            child = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                timeout=WATCHDOG * (4 if op == FACTOR_ONCE else 1),
+                check=True,
+            )
+        except subprocess.TimeoutExpired:
+            print(f"jax n={n} {op}: attempt {attempt} hung; a new process", file=sys.stderr)
+            continue
+        return [{**row, "batch": tuple(row["batch"])} for row in json.loads(child.stdout)]
+    # One op that keeps hanging loses its row, not the rows of every other op.
+    print(f"jax n={n} {op}: hung in {ATTEMPTS} fresh processes; no row", file=sys.stderr)
+    return []
 
 
 def table(rows: list[dict[str, Any]]) -> str:

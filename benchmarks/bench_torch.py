@@ -57,6 +57,8 @@ LU_SIZES = ((64, (256,), 1), (256, (16,), 1))
 LU_OPS = ("det", "slogdet", "lu_factor+lu_solve", "solve_triangular")
 #: The Cholesky half at the same sizes (issue 12's targets): a symmetric positive-definite ``a``.
 CHOLESKY_OPS = ("cholesky", "cholesky_solve")
+#: One more size for solve(assume_a="pos") against solve: one matrix, 64 right-hand sides.
+POS_LARGE = (1024, (), 64)
 #: Factor once, solve many: one lu_factor and SOLVES lu_solve calls against SOLVES solve calls.
 SOLVES = 100
 
@@ -244,6 +246,15 @@ def run_lu(repeats: int = 40, dtype: str = "float64") -> list[dict[str, Any]]:
         t = median_times(_hvp_cases(torch, ops, a), repeats)
         size = {"backend": "torch", "n": n, "batch": batch, "k": 0}
         rows.append({**size, "op": "slogdet hvp", "invad": t["invad"], "native": t["native"]})
+    # Where the factorization dominates (one large matrix), Cholesky's half of LU's flops
+    # show; at the sizes above the two factorizations cost the same here (docs/benchmarks.md).
+    n, batch, k = POS_LARGE
+    a, b = _inputs(torch, n, batch, k, tdtype)
+    op = "solve(assume_a='pos') vs solve"
+    t = median_times(_lu_cases(torch, ops, op, a, b), max(5, repeats // 4))
+    size = {"backend": "torch", "n": n, "batch": batch, "k": k, "plot": False}
+    rows.append({**size, "op": f"{op} fwd+bwd", "invad": t["invad"], "native": t["native"]})
+    rows.append({**size, "op": f"{op} fwd", "invad": t["invad fwd"], "native": t["native fwd"]})
     t = median_times(_factor_once_cases(torch, ops, 256, tdtype), max(5, repeats // 4))
     rows.append(
         {

@@ -114,6 +114,11 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, str], image: str) -> st
         "included. numpy rows `..., k singular vs none` time `solve_ex`/`inv_ex` on 100 000 "
         "4x4 systems of which k are singular (a zero row) against the same batch with none: "
         "singular matrices cost work of their own, not a loop over the batch (not plotted). "
+        "The LU and Cholesky families compare with torch.linalg, jnp.linalg and "
+        "jax.scipy.linalg (`cholesky_solve`: torch.cholesky_solve, jax.scipy.linalg.cho_solve); "
+        "rows `... vs solve` are invad against invad, not plotted: `solve(assume_a='pos')` "
+        "against the general `solve`, and one `lu_factor` with 100 `lu_solve` calls against 100 "
+        "`solve` calls (factor once, solve many). "
         "A ratio below 1 means invad is faster.",
         "",
         "## Machine",
