@@ -1131,3 +1131,31 @@ def test_lu_solve_takes_torch_pivots_of_either_integer_dtype_and_promotes_floats
     assert g_lu.dtype == torch.float64 and g_b.dtype == torch.complex128
     with pytest.raises(ValueError, match=r"invad\.lu_solve: `pivots` must be an integer"):
         ops.lu_solve(lu, pivots.double(), b)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "strided"])
+@pytest.mark.parametrize("upper", [False, True])
+@pytest.mark.parametrize("dtype", ["float64", "complex128"])
+def test_cholesky_of_every_memory_layout_is_torchs(ops, layout, upper, dtype):
+    """The torch kernel factors a row-major matrix through its transpose (no copy for LAPACK)
+    and any other layout directly: every layout gives torch.linalg.cholesky's factor and
+    gradient, and cholesky_solve with it solve's solution."""
+    rng = rng_for("cholesky-layout", layout, upper, dtype)
+    m = torch.from_numpy(C.positive_definite(rng, (2,), 4, dtype))
+    if layout == "transposed":  # column-major storage of the same (Hermitian) matrix
+        m = m.mT.contiguous().mT
+    elif layout == "strided":  # every other column of a wider array
+        wide = torch.zeros(2, 4, 8, dtype=m.dtype)
+        wide[..., ::2] = m
+        m = wide[..., ::2]
+    assert m.is_contiguous() == (layout == "contiguous")
+    m.requires_grad_()
+    cbar = torch.from_numpy(random(rng, (2, 4, 4), dtype))
+    c = ops.cholesky(m, upper=upper)
+    expected = torch.linalg.cholesky(m, upper=upper)
+    _same(c, expected, 1e-12)
+    (got,) = torch.autograd.grad(c, m, cbar)
+    (want,) = torch.autograd.grad(expected, m, cbar)
+    _same(got, want, 1e-10)
+    b = torch.from_numpy(random(rng, (2, 4, 3), dtype))
+    _same(ops.cholesky_solve(c, b, upper=upper), torch.linalg.solve(m, b), 1e-10)
