@@ -26,7 +26,6 @@ from typing import Any, NamedTuple
 from ._linalg import (
     Array,
     ArrayMeta,
-    CholeskyFactor,
     Linalg,
     cotangent_for,
     device,
@@ -168,7 +167,9 @@ CHOLESKY_EX = CHOLESKY.with_info(
 class CholeskySolveResiduals(NamedTuple):
     c: Array
     b: ArrayMeta  # the right-hand side's shape and dtype: no derivative reads its values
-    x: Array  # the solution as a matrix (..., n, k)
+    # The forward's half-way solution L^-1 B (= L^H X), as a matrix (..., n, k): the
+    # derivatives need it and X = L^-H y, and it spares them products with a masked L.
+    y: Array
 
 
 def _check_cholesky_solve(xp: Any, op: str, c: Array, b: Array, *, upper: bool = False) -> None:
@@ -181,18 +182,14 @@ def _check_cholesky_solve(xp: Any, op: str, c: Array, b: Array, *, upper: bool =
 def _cholesky_solve_primal(la: Linalg, c: Array, b: Array, *, upper: bool = False) -> Primal:
     xp = la.xp
     dtype = c.dtype if c.dtype == b.dtype else xp.result_type(c.dtype, b.dtype)
-    factor = CholeskyFactor(None, c if c.dtype == dtype else xp.astype(c, dtype), upper)
+    t = c if c.dtype == dtype else xp.astype(c, dtype)
     vector = b.ndim == 1
-    x = la.cholesky_solve(factor, as_matrix_rhs(b, vector, True))
+    y = l_solve(la, t, upper, as_matrix_rhs(b, vector, True))  # L^-1 B
+    x = lh_solve(la, t, upper, y)
     info = la.first_zero(diagonal(xp, c))
     return Primal(
-        from_matrix_rhs(x, vector, True), info, CholeskySolveResiduals(c, ArrayMeta.of(b), x)
+        from_matrix_rhs(x, vector, True), info, CholeskySolveResiduals(c, ArrayMeta.of(b), y)
     )
-
-
-def _triangle(xp: Any, c: Array, upper: bool) -> Array:
-    """The triangle of ``c`` that the op reads."""
-    return xp.triu(c) if upper else xp.tril(c)
 
 
 def _as_lower(xp: Any, c: Array, upper: bool) -> Array:
@@ -213,21 +210,19 @@ def _cholesky_solve_jvp(
     if dc is None and db is None:
         return None
     vector = res.b.ndim == 1
-    # c's own triangle only: the derivatives must not read (nor feed) the other one
-    c, x = _triangle(xp, res.c, upper), res.x
-    factor = CholeskyFactor(None, c, upper)
+    # The solves read c's own triangle only, and so does the tangent: the derivatives
+    # must not read (nor feed) the other one.
+    c, y = res.c, res.y
     rhs = None if db is None else as_matrix_rhs(db, vector, True)
-    extra = None
     if dc is not None:
+        x = lh_solve(la, c, upper, y)
         dl = _as_lower(xp, dc, upper)
-        lower = _as_lower(xp, c, upper)
-        y = mH(xp, lower) @ x  # L^H x
         rhs = -(dl @ y) if rhs is None else rhs - dl @ y
-        extra = lh_solve(la, c, upper, mH(xp, dl) @ x)
-    dx = la.cholesky_solve(factor, rhs)
-    if extra is not None:
-        dx = dx - extra
-    return from_matrix_rhs(dx, vector, True)
+        # A^-1 rhs - L^-H dL^H X = L^-H (L^-1 rhs - dL^H X)
+        return from_matrix_rhs(
+            lh_solve(la, c, upper, l_solve(la, c, upper, rhs) - mH(xp, dl) @ x), vector, True
+        )
+    return from_matrix_rhs(lh_solve(la, c, upper, l_solve(la, c, upper, rhs)), vector, True)
 
 
 def _cholesky_solve_vjp(
@@ -240,13 +235,14 @@ def _cholesky_solve_vjp(
 ) -> tuple[Array | None, Array | None]:
     xp = la.xp
     vector = res.b.ndim == 1
-    # c's own triangle only: the derivatives must not read (nor feed) the other one
-    c, x = _triangle(xp, res.c, upper), res.x
-    g = la.cholesky_solve(CholeskyFactor(None, c, upper), as_matrix_rhs(xbar, vector, True))
+    c, y = res.c, res.y  # the solves read c's triangle only
+    s = l_solve(la, c, upper, as_matrix_rhs(xbar, vector, True))  # L^-1 Xbar = L^H G
+    g = lh_solve(la, c, upper, s)
     cbar = None
     if needs[0]:
-        lower = _as_lower(xp, c, upper)
-        lbar = -(g @ mH(xp, mH(xp, lower) @ x) + x @ mH(xp, mH(xp, lower) @ g))
+        x = lh_solve(la, c, upper, y)
+        # Lbar = -(G (L^H X)^H + X (L^H G)^H) = -[G X] [y s]^H: one product of thin factors
+        lbar = xp.concat([-g, -x], axis=-1) @ mH(xp, xp.concat([y, s], axis=-1))
         cbar = cotangent_for(xp, xp.triu(mH(xp, lbar)) if upper else xp.tril(lbar), c)
     if not needs[1]:
         return cbar, None
@@ -265,7 +261,7 @@ CHOLESKY_SOLVE = Rule(
         linearization="dX = A^-1 (dB - dL L^H X) - L^-H dL^H X, dL in c's triangle",
         adjoint=(
             "G = A^-1 Xbar, Bbar = G, Lbar = -(G (L^H X)^H + X (L^H G)^H), cbar its triangle "
-            "(conjugate-transposed if upper)"
+            "(conjugate-transposed if upper); L^H X and L^H G are the half-way solutions"
         ),
         transpose="the conjugate of the adjoint of the conjugated cotangent",
         domain="c triangular with a nonzero diagonal; only its triangle is read",
