@@ -206,7 +206,7 @@ class Linalg:
                 "if_any", lambda mask, then, otherwise: portable_if_any(xp, mask, then, otherwise)
             ),
             pivot_base=base,
-            first_zero=getattr(kernels, "first_zero", None),
+            first_zero=pick("first_zero", lambda d: first_zero(xp, d)),
         )
 
 
