@@ -178,6 +178,10 @@ def measure(
     for op, (native, ours, output) in _pairs(jnp, ops).items():
         if only and op not in only:
             continue
+        if op == "det" and n >= 1024:
+            # det(a) is 1.3e308 here, at float64's edge: jnp.linalg.det's gradient is then 0
+            # where invad's is det * a^-T (finite, checked against NumPy): nothing to compare
+            continue
         inputs = {
             "inv": (a,),
             "det": (a,),
