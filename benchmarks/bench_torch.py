@@ -57,6 +57,8 @@ LU_SIZES = ((64, (256,), 1), (256, (16,), 1))
 LU_OPS = ("det", "slogdet", "lu_factor+lu_solve", "solve_triangular")
 #: The Cholesky half at the same sizes (issue 12's targets): a symmetric positive-definite ``a``.
 CHOLESKY_OPS = ("cholesky", "cholesky_solve")
+#: solve(assume_a="pos") against invad's general solve (Cholesky against LU).
+POS_VS_GEN = "solve(assume_a='pos') vs solve"
 #: One more size for solve(assume_a="pos") against solve: one matrix, 64 right-hand sides.
 POS_LARGE = (1024, (), 64)
 #: Factor once, solve many: one lu_factor and SOLVES lu_solve calls against SOLVES solve calls.
@@ -112,7 +114,7 @@ def _lu_cases(torch: Any, ops: Any, op: str, a: Any, b: Any) -> dict[str, Any]:
     differentiate with respect to ``a``; ``lu_solve(*lu_factor(a), b)`` and
     ``solve_triangular(a, b, upper=True)`` with respect to ``a`` and ``b``.
     """
-    if op in CHOLESKY_OPS or op.startswith("solve(assume_a"):
+    if op in CHOLESKY_OPS or op == POS_VS_GEN:
         a = _positive_definite(torch, a)
     if op == "cholesky_solve":
         a = torch.linalg.cholesky(a)
@@ -125,7 +127,7 @@ def _lu_cases(torch: Any, ops: Any, op: str, a: Any, b: Any) -> dict[str, Any]:
         args = (a, b)
         mine = ops.cholesky_solve
         theirs = lambda c, b: torch.cholesky_solve(b, c)  # noqa: E731
-    elif op == "solve(assume_a='pos') vs solve":
+    elif op == POS_VS_GEN:
         # invad against invad: the Cholesky path against the general (LU) one
         args = (a, b)
         mine = lambda a, b: ops.solve(a, b, assume_a="pos")  # noqa: E731
@@ -219,29 +221,9 @@ def run_lu(repeats: int = 40, dtype: str = "float64") -> list[dict[str, Any]]:
     rows = []
     for n, batch, k in LU_SIZES:
         a, b = _inputs(torch, n, batch, k, tdtype)
-        for op in LU_OPS:
-            t = median_times(_lu_cases(torch, ops, op, a, b), repeats)
-            size = {"backend": "torch", "n": n, "batch": batch, "k": k if "solve" in op else 0}
-            rows.append({**size, "op": f"{op} fwd+bwd", "invad": t["invad"], "native": t["native"]})
-            rows.append(
-                {**size, "op": f"{op} fwd", "invad": t["invad fwd"], "native": t["native fwd"]}
-            )
-        for op in (*CHOLESKY_OPS, "solve(assume_a='pos') vs solve"):
-            t = median_times(_lu_cases(torch, ops, op, a, b), repeats)
-            size = {"backend": "torch", "n": n, "batch": batch, "k": 0 if op == "cholesky" else k}
-            # the Cholesky solve against the general one is invad against invad: not plotted
-            plot = {"plot": False} if op.startswith("solve(") else {}
-            rows.append(
-                {**size, "op": f"{op} fwd+bwd", "invad": t["invad"], "native": t["native"], **plot}
-            )
-            rows.append(
-                {
-                    **size,
-                    "op": f"{op} fwd",
-                    "invad": t["invad fwd"],
-                    "native": t["native fwd"],
-                    **plot,
-                }
+        for op in (*LU_OPS, *CHOLESKY_OPS, POS_VS_GEN):
+            rows += _family_rows(
+                op, n, batch, k, median_times(_lu_cases(torch, ops, op, a, b), repeats)
             )
         t = median_times(_hvp_cases(torch, ops, a), repeats)
         size = {"backend": "torch", "n": n, "batch": batch, "k": 0}
@@ -250,11 +232,8 @@ def run_lu(repeats: int = 40, dtype: str = "float64") -> list[dict[str, Any]]:
     # show; at the sizes above the two factorizations cost the same here (docs/benchmarks.md).
     n, batch, k = POS_LARGE
     a, b = _inputs(torch, n, batch, k, tdtype)
-    op = "solve(assume_a='pos') vs solve"
-    t = median_times(_lu_cases(torch, ops, op, a, b), max(5, repeats // 4))
-    size = {"backend": "torch", "n": n, "batch": batch, "k": k, "plot": False}
-    rows.append({**size, "op": f"{op} fwd+bwd", "invad": t["invad"], "native": t["native"]})
-    rows.append({**size, "op": f"{op} fwd", "invad": t["invad fwd"], "native": t["native fwd"]})
+    t = median_times(_lu_cases(torch, ops, POS_VS_GEN, a, b), max(5, repeats // 4))
+    rows += _family_rows(POS_VS_GEN, n, batch, k, t)
     t = median_times(_factor_once_cases(torch, ops, 256, tdtype), max(5, repeats // 4))
     rows.append(
         {
@@ -268,6 +247,20 @@ def run_lu(repeats: int = 40, dtype: str = "float64") -> list[dict[str, Any]]:
         }
     )
     return rows
+
+
+def _family_rows(
+    op: str, n: int, batch: tuple[int, ...], k: int, t: dict[str, float]
+) -> list[dict[str, Any]]:
+    """The fwd+bwd and fwd rows of one op of the family; ops without ``b`` show no ``k``.
+    Solve against solve is invad against invad: not plotted."""
+    size = {"backend": "torch", "n": n, "batch": batch, "k": k if "solve" in op else 0}
+    if op == POS_VS_GEN:
+        size["plot"] = False
+    return [
+        {**size, "op": f"{op} fwd+bwd", "invad": t["invad"], "native": t["native"]},
+        {**size, "op": f"{op} fwd", "invad": t["invad fwd"], "native": t["native fwd"]},
+    ]
 
 
 def _compiled_cases(torch: Any, ops: Any, op: str, a: Any, b: Any) -> dict[str, Any]:

@@ -214,15 +214,13 @@ def _cholesky_solve_jvp(
     # must not read (nor feed) the other one.
     c, y = res.c, res.y
     rhs = None if db is None else as_matrix_rhs(db, vector, True)
-    if dc is not None:
-        x = lh_solve(la, c, upper, y)
-        dl = _as_lower(xp, dc, upper)
+    dl = None if dc is None else _as_lower(xp, dc, upper)
+    if dl is not None:
         rhs = -(dl @ y) if rhs is None else rhs - dl @ y
-        # A^-1 rhs - L^-H dL^H X = L^-H (L^-1 rhs - dL^H X)
-        return from_matrix_rhs(
-            lh_solve(la, c, upper, l_solve(la, c, upper, rhs) - mH(xp, dl) @ x), vector, True
-        )
-    return from_matrix_rhs(lh_solve(la, c, upper, l_solve(la, c, upper, rhs)), vector, True)
+    z = l_solve(la, c, upper, rhs)
+    if dl is not None:  # A^-1 rhs - L^-H dL^H X = L^-H (L^-1 rhs - dL^H X)
+        z = z - mH(xp, dl) @ lh_solve(la, c, upper, y)
+    return from_matrix_rhs(lh_solve(la, c, upper, z), vector, True)
 
 
 def _cholesky_solve_vjp(

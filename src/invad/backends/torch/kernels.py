@@ -430,9 +430,15 @@ def _cholesky(a: Any, upper: bool) -> tuple[Any, Any]:
     failed = ~(torch.isfinite(d) & (d.real > 0))
     if d.shape[-1] == 0:
         return c, info
-    first = (torch.argmax(failed.to(torch.int32), dim=-1) + 1).to(info.dtype)
-    found = torch.where(failed.any(dim=-1), first, torch.zeros_like(info))
-    return c, torch.where(info == 0, found, info)
+    return c, torch.where(info == 0, _first_true(failed).to(info.dtype), info)
+
+
+def _first_true(mask: Any) -> Any:
+    """LAPACK-style ``info`` of a boolean ``(..., n)`` mask: 1 + the index of its first true
+    entry, 0 where it has none (int32)."""
+    torch = state.torch
+    first = torch.argmax(mask.to(torch.int32), dim=-1).to(torch.int32) + 1
+    return torch.where(mask.any(dim=-1), first, 0).to(torch.int32)
 
 
 def _cholesky_solve(factor: CholeskyFactor, b: Any) -> Any:
@@ -507,10 +513,11 @@ class TorchKernels:
         as much as the solve itself at n = 256, k = 1)."""
         torch = state.torch
         zero = d == 0
-        if not state.transforms_active() and not d.is_meta and not bool(zero.any()):
+        if d.shape[-1] == 0 or (
+            not state.transforms_active() and not d.is_meta and not bool(zero.any())
+        ):
             return torch.zeros(d.shape[:-1], dtype=torch.int32, device=d.device)
-        first = torch.argmax(zero.to(torch.int32), dim=-1).to(torch.int32) + 1
-        return torch.where(zero.any(dim=-1), first, 0).to(torch.int32)
+        return _first_true(zero)
 
     @staticmethod
     def if_any(mask: Any, then: Callable[[], Any], otherwise: Callable[[], Any]) -> Any:
