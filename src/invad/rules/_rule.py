@@ -138,6 +138,13 @@ class Rule:
     raises: bool = True
     #: ``info``'s meaning when it depends on a parameter (``solve(assume_a="pos")``).
     info_meaning: Callable[[dict[str, Any]], str] | None = None
+    #: ``rederive(la, residuals, **params) -> residuals`` for a rule whose residuals hold a
+    #: value the forward passes on the way (``lu_solve``'s half-way solution): the same
+    #: residuals with that value recomputed from the inputs and outputs by ``la``'s
+    #: differentiable kernels. Backends that save it as a plain array, cut from the inputs
+    #: (torch's intermediates), call this where their derivative is differentiated in turn
+    #: (double backward, forward over reverse, torch.func), so that every order holds.
+    rederive: Callable[..., Any] | None = None
     signature: inspect.Signature = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -167,8 +167,9 @@ CHOLESKY_EX = CHOLESKY.with_info(
 class CholeskySolveResiduals(NamedTuple):
     c: Array
     b: ArrayMeta  # the right-hand side's shape and dtype: no derivative reads its values
-    # The forward's half-way solution L^-1 B (= L^H X), as a matrix (..., n, k): the
-    # derivatives need it and X = L^-H y, and it spares them products with a masked L.
+    x: Array  # the solution as a matrix (..., n, k)
+    # The forward's half-way solution L^-1 B (= L^H X): the derivatives need it, and
+    # keeping it spares them a product with a masked L (see _rederive_cholesky_solve).
     y: Array
 
 
@@ -188,8 +189,18 @@ def _cholesky_solve_primal(la: Linalg, c: Array, b: Array, *, upper: bool = Fals
     x = lh_solve(la, t, upper, y)
     info = la.first_zero(diagonal(xp, c))
     return Primal(
-        from_matrix_rhs(x, vector, True), info, CholeskySolveResiduals(c, ArrayMeta.of(b), y)
+        from_matrix_rhs(x, vector, True), info, CholeskySolveResiduals(c, ArrayMeta.of(b), x, y)
     )
+
+
+def _rederive_cholesky_solve(
+    la: Linalg, res: CholeskySolveResiduals, *, upper: bool = False
+) -> CholeskySolveResiduals:
+    """The half-way solution as a function of ``c`` and ``x``, ``y = L^H x`` (``Rule.rederive``)."""
+    xp = la.xp
+    c = res.c if res.c.dtype == res.x.dtype else xp.astype(res.c, res.x.dtype)
+    lh = xp.triu(c) if upper else mH(xp, xp.tril(c))
+    return res._replace(y=lh @ res.x)
 
 
 def _as_lower(xp: Any, c: Array, upper: bool) -> Array:
@@ -219,7 +230,7 @@ def _cholesky_solve_jvp(
         rhs = -(dl @ y) if rhs is None else rhs - dl @ y
     z = l_solve(la, c, upper, rhs)
     if dl is not None:  # A^-1 rhs - L^-H dL^H X = L^-H (L^-1 rhs - dL^H X)
-        z = z - mH(xp, dl) @ lh_solve(la, c, upper, y)
+        z = z - mH(xp, dl) @ res.x
     return from_matrix_rhs(lh_solve(la, c, upper, z), vector, True)
 
 
@@ -233,12 +244,11 @@ def _cholesky_solve_vjp(
 ) -> tuple[Array | None, Array | None]:
     xp = la.xp
     vector = res.b.ndim == 1
-    c, y = res.c, res.y  # the solves read c's triangle only
+    c, x, y = res.c, res.x, res.y  # the solves read c's triangle only
     s = l_solve(la, c, upper, as_matrix_rhs(xbar, vector, True))  # L^-1 Xbar = L^H G
     g = lh_solve(la, c, upper, s)
     cbar = None
     if needs[0]:
-        x = lh_solve(la, c, upper, y)
         # Lbar = -(G (L^H X)^H + X (L^H G)^H) = -[G X] [y s]^H: one product of thin factors
         lbar = xp.concat([-g, -x], axis=-1) @ mH(xp, xp.concat([y, s], axis=-1))
         cbar = cotangent_for(xp, xp.triu(mH(xp, lbar)) if upper else xp.tril(lbar), c)
@@ -279,4 +289,5 @@ CHOLESKY_SOLVE = Rule(
     jvp=_cholesky_solve_jvp,
     vjp=_cholesky_solve_vjp,
     residuals=CholeskySolveResiduals,
+    rederive=_rederive_cholesky_solve,
 )

@@ -48,6 +48,18 @@ def _function_class(name: str, vmap_rule: Callable[..., Any] | None = None, **me
     return cls
 
 
+def _differentiated() -> bool:
+    """Whether the ``backward`` running now is differentiated in turn: it runs with grad mode
+    on (``create_graph=True``), under forward mode (forward over reverse) or under torch.func
+    transforms. Only then do the residuals saved as plain intermediates need their derivatives
+    (``Rule.rederive``); a first-order backward reads them as they are."""
+    return (
+        state.torch.is_grad_enabled()
+        or state.forward_ad._current_level >= 0
+        or state.transforms_active()
+    )
+
+
 def _in_jvp(compute: Callable[..., Any], *tensors: Any) -> Any:
     """``compute(*tensors)``, the body of an autograd.Function's ``jvp``, such that
     nested forward mode works.
@@ -207,7 +219,7 @@ def _rule_functions(
     frozen = tuple(j for j, d in enumerate(differentiable) if not d)
     n_plain = n_val + 1 + layout.n_extra  # outputs of the functorch class without the carrier
     Residuals = rule.residuals
-    primal, rule_jvp, rule_vjp = rule.primal, rule.jvp, rule.vjp
+    primal, rule_jvp, rule_vjp, rederive = rule.primal, rule.jvp, rule.vjp, rule.rederive
     no_grads = (None,) * len(params)
     no_input_grads = (None,) * (n_in + len(params))
     values_of = rule.values
@@ -252,6 +264,8 @@ def _rule_functions(
         if ct is None:
             return no_input_grads
         res = residuals(ctx.saved_tensors + ctx.meta, ctx.value_shape)
+        if rederive is not None and _differentiated():
+            res = rederive(la_diff, res, **ctx.params)
         cts = rule_vjp(la_diff, res, ct, ctx.needs_input_grad[:n_in], **ctx.params)
         return (*cts, *no_grads) if no_grads else cts
 
@@ -261,6 +275,8 @@ def _rule_functions(
 
         def tangent(*tensors: Any) -> Any:
             res = residuals(tensors[:n_saved] + meta, value_shape)
+            if rederive is not None:  # the tangent may be differentiated in turn
+                res = rederive(la_diff, res, **kwargs)
             return rule_jvp(la_diff, res, tensors[n_saved:], **kwargs)
 
         dvalues = _in_jvp(tangent, *saved, *tangents[:n_in])
