@@ -158,6 +158,8 @@ class NumpyKernels:
         kw = {"lower": int(not upper), "trans": _GETRS_TRANS[trans], "unitdiag": int(unit)}
         t = t.astype(dtype, copy=False)
         with _quiet():
+            if t.ndim == 2 and b.ndim == 2:  # the common call, without the reshaping below
+                return trtrs(t, b.astype(dtype, copy=False), **kw)[0]
             if t.ndim == 2:  # one matrix: every right-hand side of the batch in one call
                 cols = np.moveaxis(b, -2, 0).reshape(n, -1).astype(dtype, copy=False)
                 x, _ = trtrs(t, cols, **kw)
@@ -173,6 +175,10 @@ class NumpyKernels:
     def permute_rows(self, pivots: np.ndarray, x: np.ndarray, inverse: bool = False) -> np.ndarray:
         """``P^T x`` (LAPACK's row interchanges in order), or ``P x``: one gather."""
         m = x.shape[-2]
+        if pivots.ndim == 1 and x.ndim == 2 and x.size:
+            # LAPACK's laswp applies the interchanges (in reverse order for P x): one call
+            laswp = self._lapack("laswp", x.dtype)
+            return laswp(x, pivots, inc=-1 if inverse else 1)
         if pivots.ndim == 1:  # one permutation: the interchanges in plain Python
             order = list(range(m))
             for k, p in enumerate(pivots.tolist()):

@@ -18,16 +18,18 @@ rows below ``K``; wide: columns right of ``K``)::
 ``A^H x = r`` (``x = X^H`` and ``r = B^H`` for right solves). With
 ``dA = P (dL U + L dU)``, ``dL = tril_-(dLU)``, ``dU = triu(dLU)``::
 
-    A x = r     dx = U^-1 (L^-1 (P^T dr - dL y) - dU x),  y = U x
+    A x = r     dx = U^-1 (L^-1 (P^T dr - dL y) - dU x),  y = U x = L^-1 P^T r
                 g = U^-H xbar,  h = L^-H g:  rbar = P h,
                 LUbar = -tril_-(h y^H) - triu(g x^H)
-    A^H x = r   dx = P L^-H (U^-H (dr - dU^H w) - dL^H z),  z = P^T x,  w = L^H z
+    A^H x = r   dx = P L^-H (U^-H (dr - dU^H w) - dL^H z),  z = P^T x,  w = L^H z = U^-H r
                 s = L^-1 P^T xbar,  q = U^-1 s:  rbar = q,
                 LUbar = -tril_-(z s^H) - triu(w q^H)
 
-Only triangular solves with the factor's own triangles, and the row
-interchanges: no matrix is rebuilt or inverted, and where the backend's
-triangular solve is differentiable every order follows.
+``y`` and ``w`` are the forward's half-way solutions (it solves as getrs does,
+in two triangular solves), kept for the derivatives. Only triangular solves
+with the factor's own triangles, and the row interchanges: no matrix is
+rebuilt or inverted, and where the backend's triangular solve is
+differentiable every order follows.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ from ._linalg import (
     cotangent_for,
     device,
     diagonal,
+    is_complex,
     mH,
+    mT,
 )
 from ._rule import Contract, Param, Primal, Rule, check_dtype, check_flag, check_square
 from .solve import as_matrix_rhs, check_rhs, from_matrix_rhs
@@ -216,6 +220,10 @@ class LUSolveResiduals(NamedTuple):
     pivots: Array
     b: ArrayMeta  # the right-hand side's shape and dtype: no derivative reads its values
     x: Array  # the solution as a matrix: (..., n, k) left, (..., k, n) right
+    # The half-way solution of the core solve, (..., n, k): y = U x for A x = r, w = L^H P^T x
+    # for A^H x = r. The derivatives need it; keeping it spares them a product with a
+    # masked triangle of LU (see _rederive_lu_solve).
+    y: Array
 
 
 def _check_lu_solve(
@@ -249,6 +257,42 @@ def _core_trans(left: bool, adjoint: bool) -> Trans:
     return "H" if adjoint == left else "N"
 
 
+def _core(xp: Any, m: Array, left: bool) -> Array:
+    """A right-hand side, solution or cotangent of a right solve (rows) as its core solve's
+    (columns): ``X op(A) = B`` is ``op(A)^H X^H = B^H``."""
+    return m if left else mH(xp, m)
+
+
+def _solve_in_halves(la: Linalg, lu: Array, pivots: Array, r: Array, trans: Trans) -> Any:
+    """``(half-way, x)`` of the core solve, by the two triangular solves LAPACK's getrs
+    makes: ``A x = r`` as ``y = L^-1 P^T r``, ``x = U^-1 y``; ``A^H x = r`` as
+    ``w = U^-H r``, ``x = P L^-H w``."""
+    if trans == "N":
+        y = la.solve_triangular(lu, la.permute_rows(pivots, r, False), False, "N", True)
+        return y, la.solve_triangular(lu, y, True, "N", False)
+    w = la.solve_triangular(lu, r, True, "H", False)
+    return w, la.permute_rows(pivots, la.solve_triangular(lu, w, False, "H", True), True)
+
+
+def _packed_outer(xp: Any, h: Array, y: Array, g: Array, x: Array) -> Array:
+    """``tril_-(h y^H) + triu(g x^H)`` of thin factors, in one pass: the cotangent of a
+    packed factor from those of ``L`` and ``U``.
+
+    It is built as its transpose and returned as a transposed view, column-major where
+    the backend has layouts: LAPACK's layout of ``LU``, in which the cotangents of many
+    solves add up (NumPy adds a row-major array into a column-major one several times
+    slower). One column each: broadcast products, which cost no GEMM.
+    """
+    if is_complex(xp, y):
+        y, x = xp.conj(y), xp.conj(x)
+    if h.shape[-1] == 1:
+        lower, upper = y * mT(xp, h), x * mT(xp, g)  # (h y^H)^T = conj(y) h^T
+    else:
+        lower, upper = y @ mT(xp, h), x @ mT(xp, g)
+    r = xp.arange(upper.shape[-1], device=device(upper))
+    return mT(xp, xp.where(r[:, None] < r[None, :], lower, upper))
+
+
 def _lu_solve_primal(
     la: Linalg, LU: Array, pivots: Array, b: Array, *, left: bool = True, adjoint: bool = False
 ) -> Primal:
@@ -256,14 +300,25 @@ def _lu_solve_primal(
     dtype = LU.dtype if LU.dtype == b.dtype else xp.result_type(LU.dtype, b.dtype)
     lu = LU if LU.dtype == dtype else xp.astype(LU, dtype)
     vector = b.ndim == 1
-    rhs = as_matrix_rhs(b, vector, left)
-    factor = Factor(None, lu, pivots)
-    trans = _core_trans(left, adjoint)
-    # A right solve X op(A) = B is the left solve op(A)^H X^H = B^H.
-    x = la.lu_solve(factor, rhs, trans) if left else mH(xp, la.lu_solve(factor, mH(xp, rhs), trans))
+    r = _core(xp, as_matrix_rhs(b, vector, left), left)
+    r = r if r.dtype == dtype else xp.astype(r, dtype)
+    y, x = _solve_in_halves(la, lu, pivots, r, _core_trans(left, adjoint))
+    x = _core(xp, x, left)
     info = la.first_zero(diagonal(xp, LU))
-    residuals = LUSolveResiduals(LU, pivots, ArrayMeta.of(b), x)
+    residuals = LUSolveResiduals(LU, pivots, ArrayMeta.of(b), x, y)
     return Primal(from_matrix_rhs(x, vector, left), info, residuals)
+
+
+def _rederive_lu_solve(
+    la: Linalg, res: LUSolveResiduals, *, left: bool = True, adjoint: bool = False
+) -> LUSolveResiduals:
+    """The half-way solution as a function of ``LU``, the pivots and ``x`` (``Rule.rederive``)."""
+    xp = la.xp
+    x = _core(xp, res.x, left)
+    lu = res.LU if res.LU.dtype == x.dtype else xp.astype(res.LU, x.dtype)
+    if _core_trans(left, adjoint) == "N":
+        return res._replace(y=xp.triu(lu) @ x)
+    return res._replace(y=mH(xp, _unit_lower(xp, lu)) @ la.permute_rows(res.pivots, x, False))
 
 
 def _lu_solve_jvp(
@@ -279,30 +334,27 @@ def _lu_solve_jvp(
     if dlu is None and db is None:
         return None
     vector = res.b.ndim == 1
-    lu, piv = res.LU, res.pivots
-    x = res.x if left else mH(xp, res.x)
-    dr = None if db is None else as_matrix_rhs(db, vector, left)
-    if dr is not None and not left:
-        dr = mH(xp, dr)
+    lu, piv, y = res.LU, res.pivots, res.y
+    x = _core(xp, res.x, left)
+    dr = None if db is None else _core(xp, as_matrix_rhs(db, vector, left), left)
     if dlu is None:
         dx = la.lu_solve(Factor(None, lu, piv), dr, _core_trans(left, adjoint))
     else:
         dL, dU = xp.tril(dlu, k=-1), xp.triu(dlu)
-        if _core_trans(left, adjoint) == "N":
-            rhs = -(dL @ (xp.triu(lu) @ x))
+        if _core_trans(left, adjoint) == "N":  # y = U x
+            rhs = -(dL @ y)
             if dr is not None:
                 rhs = rhs + la.permute_rows(piv, dr, False)
             t = la.solve_triangular(lu, rhs, False, "N", True)
             dx = la.solve_triangular(lu, t - dU @ x, True, "N", False)
-        else:
-            z = la.permute_rows(piv, x, False)
-            w = mH(xp, _unit_lower(xp, lu)) @ z
-            rhs = -(mH(xp, dU) @ w)
+        else:  # y = w = L^H z, z = P^T x
+            rhs = -(mH(xp, dU) @ y)
             if dr is not None:
                 rhs = rhs + dr
+            z = la.permute_rows(piv, x, False)
             t = la.solve_triangular(lu, rhs, True, "H", False) - mH(xp, dL) @ z
             dx = la.permute_rows(piv, la.solve_triangular(lu, t, False, "H", True), True)
-    return from_matrix_rhs(dx if left else mH(xp, dx), vector, left)
+    return from_matrix_rhs(_core(xp, dx, left), vector, left)
 
 
 def _lu_solve_vjp(
@@ -316,32 +368,26 @@ def _lu_solve_vjp(
 ) -> tuple[Array | None, None, Array | None]:
     xp = la.xp
     vector = res.b.ndim == 1
-    lu, piv = res.LU, res.pivots
-    x = res.x if left else mH(xp, res.x)
-    xbar = as_matrix_rhs(Xbar, vector, left)
-    if not left:
-        xbar = mH(xp, xbar)
+    lu, piv, y = res.LU, res.pivots, res.y
+    x = _core(xp, res.x, left)
+    xbar = _core(xp, as_matrix_rhs(Xbar, vector, left), left)
+    lubar = None
     if _core_trans(left, adjoint) == "N":
         g = la.solve_triangular(lu, xbar, True, "H", False)
         h = la.solve_triangular(lu, g, False, "H", True)
         rbar = la.permute_rows(piv, h, True)
-        lubar = None
-        if needs[0]:
-            y = xp.triu(lu) @ x
-            # the signs on the thin factors: one pass over the matrix fewer
-            lubar = xp.tril((-h) @ mH(xp, y), k=-1) + xp.triu((-g) @ mH(xp, x))
+        if needs[0]:  # the signs on the thin factors: one pass over the matrix fewer
+            lubar = _packed_outer(xp, -h, y, -g, x)
     else:
         s = la.solve_triangular(lu, la.permute_rows(piv, xbar, False), False, "N", True)
         rbar = la.solve_triangular(lu, s, True, "N", False)
-        lubar = None
-        if needs[0]:
+        if needs[0]:  # y = w = L^H z
             z = la.permute_rows(piv, x, False)
-            w = mH(xp, _unit_lower(xp, lu)) @ z
-            lubar = xp.tril((-z) @ mH(xp, s), k=-1) + xp.triu((-w) @ mH(xp, rbar))
+            lubar = _packed_outer(xp, -z, s, -y, rbar)
     lubar = None if lubar is None else cotangent_for(xp, lubar, lu)
     if not needs[2]:
         return lubar, None, None
-    bbar = rbar if left else mH(xp, rbar)
+    bbar = _core(xp, rbar, left)
     return lubar, None, cotangent_for(xp, from_matrix_rhs(bbar, vector, left), res.b)
 
 
@@ -389,4 +435,5 @@ LU_SOLVE = Rule(
     jvp=_lu_solve_jvp,
     vjp=_lu_solve_vjp,
     residuals=LUSolveResiduals,
+    rederive=_rederive_lu_solve,
 )

@@ -345,12 +345,15 @@ def _derive_row_source(pivots: Any, m: int, inverse: bool) -> Any:
 def _permute_rows(pivots: Any, x: Any, inverse: bool) -> Any:
     """``P^T x`` (LAPACK's laswp: the interchanges in order) or ``P x``, by one gather:
     differentiable with respect to ``x`` at every order, batched by torch.func."""
-    torch = state.torch
     m, k = x.shape[-2], x.shape[-1]
     source = _row_source(pivots, m, inverse)
-    batch = torch.broadcast_shapes(source.shape[:-1], x.shape[:-2])
-    index = source[..., None].expand(*batch, m, k)
-    return x.expand(*batch, m, k).gather(-2, index)
+    if source.ndim == 1:  # one permutation for the whole batch
+        return x.index_select(-2, source)
+    batch = source.shape[:-1]
+    if batch != x.shape[:-2]:  # torch.broadcast_shapes costs tens of microseconds
+        batch = state.torch.broadcast_shapes(batch, x.shape[:-2])
+        x = x.expand(*batch, m, k)
+    return x.gather(-2, source[..., None].expand(*batch, m, k))
 
 
 def _det_of_lu(lu: Any, pivots: Any) -> tuple[Any, Any]:
@@ -512,12 +515,11 @@ class TorchKernels:
         call of lu_solve, solve_triangular and cholesky_solve, where the formula would cost
         as much as the solve itself at n = 256, k = 1)."""
         torch = state.torch
-        zero = d == 0
         if d.shape[-1] == 0 or (
-            not state.transforms_active() and not d.is_meta and not bool(zero.any())
+            not state.transforms_active() and not d.is_meta and bool(d.all())
         ):
             return torch.zeros(d.shape[:-1], dtype=torch.int32, device=d.device)
-        return _first_true(zero)
+        return _first_true(d == 0)
 
     @staticmethod
     def if_any(mask: Any, then: Callable[[], Any], otherwise: Callable[[], Any]) -> Any:
