@@ -37,6 +37,8 @@ install time, that bundles the backend's array namespace with its kernels:
   a rule skip work that no batch element needs (``det``'s adjugate at singular
   matrices): eagerly by reading ``mask``, under JAX with ``lax.cond``, and
   where the values cannot be read (``torch.func`` transforms) by calling ``then``.
+  ``otherwise`` may return None ("nothing"): eager backends return it, and a
+  ``lax.cond`` stands zeros shaped as ``then()``'s result for it.
 
 A backend may hand in faster native kernels; whatever it leaves out is filled
 from the portable versions below, written only in array-API operations. Those

@@ -151,39 +151,53 @@ class DetResiduals(NamedTuple):
     det: Array
 
 
-class _Singular(NamedTuple):
-    """What the adjugate at matrices with a zero on U's diagonal needs."""
-
-    lu: Array  # the factor
-    pivots: Array
-    patched: Array  # the factor with U's zero diagonal entries set to one: U'
-    mask: Array  # E: ones where U's diagonal is zero, (..., 1, n)
-    scale: Array  # det(P) prod(nonzero diag(U)) where exactly one zero, else 0
-
-
-def _singular(la: Linalg, res: DetResiduals) -> _Singular:
-    xp = la.xp
-    lu, piv = res.lu, res.pivots
-    if lu is None:  # a backend that kept no factor: factor now (only for this rare path)
+def _factor_of(la: Linalg, res: DetResiduals) -> tuple[Array, Array]:
+    """The LU and pivots of ``a``; a backend that kept no factor factors now (only for the
+    rare path at singular matrices)."""
+    if res.lu is None:
         factor, _ = la.lu_factor(res.a)
-        lu, piv = factor.lu, factor.pivots
+        return factor.lu, factor.pivots
+    return res.lu, res.pivots
+
+
+def _adjugate_transposed(la: Linalg, res: DetResiduals) -> Array:
+    """``adj(A)^T = s P L^-T U'^-T E U'^-T``, ``s`` = det(P) prod(nonzero diag(U)) where U
+    has exactly one zero on its diagonal, else 0 (rank <= n - 2: adj(A) = 0)."""
+    xp = la.xp
+    lu, piv = _factor_of(la, res)
     d = diagonal(xp, lu)
     zero = d == 0
-    ones = xp.ones_like(d)
-    mask = xp.astype(zero, lu.dtype)[..., None, :]
     count = xp.sum(xp.astype(zero, xp.int32), axis=-1)
-    nonzero_product = xp.prod(xp.where(zero, ones, d), axis=-1)
+    nonzero_product = xp.prod(xp.where(zero, xp.ones_like(d), d), axis=-1)
     scale = pivot_sign(xp, piv, la.pivot_base, lu.dtype) * nonzero_product
     scale = xp.where(count == 1, scale, xp.zeros_like(scale))
-    return _Singular(lu, piv, lu + mask * _eye(xp, lu), mask, scale)
+    patched = _patched(xp, lu)
+    w = la.solve_triangular(patched, _eye(xp, lu), True, "T", False)  # U'^-T
+    w = la.solve_triangular(patched, xp.astype(zero, lu.dtype)[..., None] * w, True, "T", False)
+    w = la.permute_rows(piv, la.solve_triangular(lu, w, False, "T", True), True)
+    return scale[..., None, None] * w
 
 
-def _generic_factor(la: Linalg, res: DetResiduals, s: _Singular | None) -> Factor:
-    """The factor for ``det A^-1``: with ``U'`` where it is singular, so that nothing in the
-    branch not taken divides by zero (JAX transposes both branches of a select)."""
-    if s is None:
-        return Factor(res.a, res.lu, res.pivots)
-    return Factor(res.a, s.patched, s.pivots)
+def _patched(xp: Any, lu: Array) -> Array:
+    """``U'``: the factor with U's zero diagonal entries set to one, so that nothing divides
+    by zero, in the branch of a select not taken either (JAX transposes both)."""
+    mask = xp.astype(diagonal(xp, lu) == 0, lu.dtype)[..., None, :]
+    return lu + mask * _eye(xp, lu)
+
+
+def _with_adjugate(la: Linalg, res: DetResiduals, generic: Any, adjugate_term: Any) -> Array:
+    """``generic(factor)``, the derivative through ``A^-1``, plus ``adjugate_term(adj(A)^T)``
+    where some matrix of the batch is singular (a zero on U's diagonal; det == 0 exactly).
+
+    Both derivatives scale ``generic`` by det(A), so it is zero at exactly singular matrices,
+    where it solves with ``U'`` (finite); the adjugate is zero at the others. The adjugate
+    is made only if some matrix needs it (``la.if_any``: under JAX a ``lax.cond`` of values
+    the forward knows, so that the derivative itself is linear, without a branch)."""
+    adjugate_t = la.if_any(res.det == 0, lambda: _adjugate_transposed(la, res), lambda: None)
+    if adjugate_t is None:
+        return generic(Factor(res.a, res.lu, res.pivots))
+    lu, piv = _factor_of(la, res)
+    return generic(Factor(res.a, _patched(la.xp, lu), piv)) + adjugate_term(adjugate_t)
 
 
 def _det_jvp(la: Linalg, res: DetResiduals, tangents: tuple[Array | None]) -> Array | None:
@@ -195,16 +209,10 @@ def _det_jvp(la: Linalg, res: DetResiduals, tangents: tuple[Array | None]) -> Ar
     def generic(factor: Factor) -> Array:
         return res.det * _trace(xp, la.lu_solve(factor, da, "N"))
 
-    def with_singular() -> Array:
-        s = _singular(la, res)
-        y = la.solve_triangular(s.lu, la.permute_rows(s.pivots, da, False), False, "N", True)
-        z = la.solve_triangular(s.patched, y, True, "N", False)  # U'^-1 L^-1 P^T dA
-        v = la.solve_triangular(s.patched, s.mask * _eye(xp, s.lu), True, "N", False)  # U'^-1 E
-        adjugate = s.scale * xp.sum(z * mT(xp, v), axis=(-2, -1))  # tr(U'^-1 L^-1 P^T dA U'^-1 E)
-        return xp.where(res.det == 0, adjugate, generic(_generic_factor(la, res, s)))
+    def adjugate(adjugate_t: Array) -> Array:
+        return xp.sum(adjugate_t * da, axis=(-2, -1))  # tr(adj(A) dA)
 
-    # det == 0 exactly wherever U has a zero on its diagonal: only there the adjugate path.
-    return la.if_any(res.det == 0, with_singular, lambda: generic(_generic_factor(la, res, None)))
+    return _with_adjugate(la, res, generic, adjugate)
 
 
 def _det_vjp(
@@ -216,17 +224,10 @@ def _det_vjp(
     def generic(factor: Factor) -> Array:
         return la.lu_solve(factor, _scaled_eye(xp, dbar * conj(res.det), res.a), "H")
 
-    def with_singular() -> Array:
-        s = _singular(la, res)
-        w = la.solve_triangular(s.patched, _eye(xp, s.lu), True, "H", False)  # U'^-H
-        w = la.solve_triangular(s.patched, mT(xp, s.mask) * w, True, "H", False)  # U'^-H E U'^-H
-        w = la.permute_rows(s.pivots, la.solve_triangular(s.lu, w, False, "H", True), True)
-        adjugate = (dbar * conj(s.scale))[..., None, None] * w  # dbar adj(A)^H
-        generic_part = generic(_generic_factor(la, res, s))
-        return xp.where((res.det == 0)[..., None, None], adjugate, generic_part)
+    def adjugate(adjugate_t: Array) -> Array:
+        return dbar[..., None, None] * conj(adjugate_t)  # dbar adj(A)^H
 
-    abar = la.if_any(res.det == 0, with_singular, lambda: generic(_generic_factor(la, res, None)))
-    return (cotangent_for(xp, abar, res.a),)
+    return (cotangent_for(xp, _with_adjugate(la, res, generic, adjugate), res.a),)
 
 
 def _det_primal(la: Linalg, a: Array) -> Primal:

@@ -290,5 +290,16 @@ class JaxKernels:
 
     def if_any(self, mask: Any, then: Callable[[], Any], otherwise: Callable[[], Any]) -> Any:
         """``then()`` if any element of ``mask`` is true, else ``otherwise()``: ``lax.cond``,
-        so that under ``jit`` only the branch taken runs (and, transposed, is linear)."""
+        so that under ``jit`` only the branch taken runs. An ``otherwise`` that returns None
+        ("nothing to add") stands for zeros shaped as ``then()``'s result: a cond has one
+        result type."""
+        if otherwise() is None:
+            import jax
+
+            shapes = jax.eval_shape(then)
+            jnp = self._jnp
+
+            def otherwise() -> Any:
+                return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
         return self._lax.cond(self._jnp.any(mask), then, otherwise)
