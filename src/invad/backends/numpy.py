@@ -37,7 +37,13 @@ from numpy.linalg import _umath_linalg
 from ..backend import ZERO_PIVOT, Backend, not_accepted
 from ..hookspecs import hookimpl
 from ..rules import CholeskyFactor, Factor
-from ..rules._linalg import Trans, broadcast_batch, portable_solve_triangular
+from ..rules._linalg import (
+    Trans,
+    broadcast_batch,
+    first_zero,
+    portable_packed_outer,
+    portable_solve_triangular,
+)
 
 #: The array API namespace over NumPy, for the portable kernels.
 _XP = array_api_compat.numpy
@@ -91,6 +97,7 @@ class NumpyKernels:
 
         self._get_lapack_funcs = get_lapack_funcs
         self._cache: dict[tuple[str, np.dtype], Any] = {}
+        self._masks: dict[int, np.ndarray] = {}
 
     def _lapack(self, name: str, dtype: np.dtype) -> Any:
         key = (name, dtype)
@@ -198,6 +205,41 @@ class NumpyKernels:
         x = np.broadcast_to(x, (*full, *x.shape[-2:]))
         perm = perm.reshape((1,) * (len(full) - len(batch)) + perm.shape)
         return np.take_along_axis(x, perm[..., :, None], axis=-2)
+
+    @staticmethod
+    def first_zero(d: np.ndarray) -> np.ndarray:
+        """``info`` of a diagonal: one pass when no entry is zero (every lu_solve,
+        solve_triangular and cholesky_solve call), the formula where one is."""
+        if d.shape[-1] and np.all(d):
+            return np.zeros(d.shape[:-1], dtype=np.int32)
+        return first_zero(_XP, d)
+
+    def packed_outer(
+        self, h: np.ndarray, y: np.ndarray, g: np.ndarray, x: np.ndarray
+    ) -> np.ndarray:
+        """``tril_-(h y^H) + triu(g x^H)``, column-major (``LU``'s layout), in one array: the
+        second product writes only below the diagonal (a ufunc's ``where``), so no
+        temporaries of the matrix's size are made, each of which costs its page faults."""
+        dtype = np.result_type(h, y, g, x)
+        n, k = h.shape[-2], h.shape[-1]
+        if k != 1 or n == 0:
+            return portable_packed_outer(_XP, h, y, g, x)
+        shape = np.broadcast_shapes(h.shape[:-2], y.shape[:-2], g.shape[:-2], x.shape[:-2])
+        # The transpose, row-major (a masked ufunc is fast only along contiguous rows):
+        # (g x^H)^T = conj(x) g^T, and (h y^H)^T above the diagonal.
+        t = np.empty((*shape, n, n), dtype=dtype)
+        np.multiply(np.conj(x), np.swapaxes(g, -1, -2), out=t)
+        np.multiply(np.conj(y), np.swapaxes(h, -1, -2), out=t, where=self._strictly_upper(n))
+        return np.swapaxes(t, -1, -2)
+
+    def _strictly_upper(self, n: int) -> np.ndarray:
+        """The strictly upper triangle's mask of an ``n x n`` matrix, kept for the last sizes."""
+        mask = self._masks.get(n)
+        if mask is None:
+            if len(self._masks) >= 8:
+                self._masks.clear()
+            mask = self._masks[n] = ~np.tri(n, n, 0, dtype=bool)
+        return mask
 
     # -- Cholesky -------------------------------------------------------------------
 

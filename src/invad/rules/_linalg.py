@@ -38,7 +38,11 @@ install time, that bundles the backend's array namespace with its kernels:
   matrices): eagerly by reading ``mask``, under JAX with ``lax.cond``, and
   where the values cannot be read (``torch.func`` transforms) by calling ``then``.
   ``otherwise`` may return None ("nothing"): eager backends return it, and a
-  ``lax.cond`` stands zeros shaped as ``then()``'s result for it.
+  ``lax.cond`` stands zeros shaped as ``then()``'s result for it;
+- ``packed_outer(h, y, g, x) -> tril_-(h y^H) + triu(g x^H)`` of thin factors
+  ``(..., n, k)``: a packed ``LU``'s cotangent (``lu_solve``'s, one per solve),
+  column-major where the backend has layouts, as LAPACK's ``LU`` is, so that the
+  cotangents of many solves add up in ``LU``'s own layout.
 
 A backend may hand in faster native kernels; whatever it leaves out is filled
 from the portable versions below, written only in array-API operations. Those
@@ -148,11 +152,18 @@ class Linalg:
     #: LAPACK-style ``info`` of a diagonal (:func:`first_zero`); a backend may look for a
     #: zero first and skip the formula, which costs more than a small solve.
     first_zero: Callable[[Array], Array] = None  # type: ignore[assignment]
+    #: ``tril_-(h y^H) + triu(g x^H)`` (:func:`portable_packed_outer`).
+    packed_outer: Callable[[Array, Array, Array, Array], Array] = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        # the defaults for plugins that build a Linalg themselves, as Linalg.build picks them
+        xp = self.xp
         if self.first_zero is None:
-            xp = self.xp
             object.__setattr__(self, "first_zero", lambda d: first_zero(xp, d))
+        if self.packed_outer is None:
+            object.__setattr__(
+                self, "packed_outer", lambda h, y, g, x: portable_packed_outer(xp, h, y, g, x)
+            )
 
     @classmethod
     def build(cls, xp: Any, kernels: Any = None) -> Linalg:
@@ -209,6 +220,9 @@ class Linalg:
             ),
             pivot_base=base,
             first_zero=pick("first_zero", lambda d: first_zero(xp, d)),
+            packed_outer=pick(
+                "packed_outer", lambda h, y, g, x: portable_packed_outer(xp, h, y, g, x)
+            ),
         )
 
 
@@ -307,6 +321,23 @@ def portable_if_any(
     except Exception:  # a tracer, a functorch-wrapped tensor: no value to read
         found = True
     return then() if found else otherwise()
+
+
+def portable_packed_outer(xp: Any, h: Array, y: Array, g: Array, x: Array) -> Array:
+    """``tril_-(h y^H) + triu(g x^H)`` of thin factors ``(..., n, k)``, in one ``where``.
+
+    Built as its transpose and returned as a transposed view: column-major where the
+    namespace has layouts, LAPACK's layout of ``LU`` (NumPy adds a row-major array into a
+    column-major one several times slower). One column each: broadcast products, no GEMM.
+    """
+    if is_complex(xp, y):
+        y, x = xp.conj(y), xp.conj(x)
+    if h.shape[-1] == 1:
+        lower, upper = y * mT(xp, h), x * mT(xp, g)  # (h y^H)^T = conj(y) h^T
+    else:
+        lower, upper = y @ mT(xp, h), x @ mT(xp, g)
+    r = xp.arange(upper.shape[-1], device=device(upper))
+    return mT(xp, xp.where(r[:, None] < r[None, :], lower, upper))
 
 
 def first_zero(xp: Any, d: Array) -> Array:

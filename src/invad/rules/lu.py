@@ -45,9 +45,7 @@ from ._linalg import (
     cotangent_for,
     device,
     diagonal,
-    is_complex,
     mH,
-    mT,
 )
 from ._rule import Contract, Param, Primal, Rule, check_dtype, check_flag, check_square
 from .solve import as_matrix_rhs, check_rhs, from_matrix_rhs
@@ -274,25 +272,6 @@ def _solve_in_halves(la: Linalg, lu: Array, pivots: Array, r: Array, trans: Tran
     return w, la.permute_rows(pivots, la.solve_triangular(lu, w, False, "H", True), True)
 
 
-def _packed_outer(xp: Any, h: Array, y: Array, g: Array, x: Array) -> Array:
-    """``tril_-(h y^H) + triu(g x^H)`` of thin factors, in one pass: the cotangent of a
-    packed factor from those of ``L`` and ``U``.
-
-    It is built as its transpose and returned as a transposed view, column-major where
-    the backend has layouts: LAPACK's layout of ``LU``, in which the cotangents of many
-    solves add up (NumPy adds a row-major array into a column-major one several times
-    slower). One column each: broadcast products, which cost no GEMM.
-    """
-    if is_complex(xp, y):
-        y, x = xp.conj(y), xp.conj(x)
-    if h.shape[-1] == 1:
-        lower, upper = y * mT(xp, h), x * mT(xp, g)  # (h y^H)^T = conj(y) h^T
-    else:
-        lower, upper = y @ mT(xp, h), x @ mT(xp, g)
-    r = xp.arange(upper.shape[-1], device=device(upper))
-    return mT(xp, xp.where(r[:, None] < r[None, :], lower, upper))
-
-
 def _lu_solve_primal(
     la: Linalg, LU: Array, pivots: Array, b: Array, *, left: bool = True, adjoint: bool = False
 ) -> Primal:
@@ -377,13 +356,13 @@ def _lu_solve_vjp(
         h = la.solve_triangular(lu, g, False, "H", True)
         rbar = la.permute_rows(piv, h, True)
         if needs[0]:  # the signs on the thin factors: one pass over the matrix fewer
-            lubar = _packed_outer(xp, -h, y, -g, x)
+            lubar = la.packed_outer(-h, y, -g, x)
     else:
         s = la.solve_triangular(lu, la.permute_rows(piv, xbar, False), False, "N", True)
         rbar = la.solve_triangular(lu, s, True, "N", False)
         if needs[0]:  # y = w = L^H z
             z = la.permute_rows(piv, x, False)
-            lubar = _packed_outer(xp, -z, s, -y, rbar)
+            lubar = la.packed_outer(-z, s, -y, rbar)
     lubar = None if lubar is None else cotangent_for(xp, lubar, lu)
     if not needs[2]:
         return lubar, None, None

@@ -356,6 +356,35 @@ def _permute_rows(pivots: Any, x: Any, inverse: bool) -> Any:
     return x.gather(-2, source[..., None].expand(*batch, m, k))
 
 
+#: Strictly upper triangles' masks by (n, device), for the last few sizes: a constant of
+#: every lu_solve's backward, which costs two aranges and a comparison to make.
+_upper_masks: dict[tuple[int, Any], Any] = {}
+
+
+def _strictly_upper(n: int, device: Any) -> Any:
+    torch = state.torch
+    if torch.compiler.is_compiling():
+        return torch.ones(n, n, dtype=torch.bool, device=device).triu(1)
+    mask = _upper_masks.get((n, device))
+    if mask is None:
+        if len(_upper_masks) >= 8:
+            _upper_masks.clear()
+        mask = _upper_masks[n, device] = torch.ones(n, n, dtype=torch.bool, device=device).triu(1)
+    return mask
+
+
+def _packed_outer(h: Any, y: Any, g: Any, x: Any) -> Any:
+    """``tril_-(h y^H) + triu(g x^H)``: the portable formula (rules._linalg) on a cached mask.
+    Built as its transpose, so that the result is column-major, as torch's ``LU`` is."""
+    if y.is_complex():
+        y, x = y.conj(), x.conj()
+    if h.shape[-1] == 1:
+        lower, upper = y * h.mT, x * g.mT  # (h y^H)^T = conj(y) h^T
+    else:
+        lower, upper = y @ h.mT, x @ g.mT
+    return state.torch.where(_strictly_upper(h.shape[-2], h.device), lower, upper).mT
+
+
 def _det_of_lu(lu: Any, pivots: Any) -> tuple[Any, Any]:
     """The diagonal of ``U`` and ``det(P)`` (+1 or -1, of ``lu``'s dtype) from torch's LU."""
     torch = state.torch
@@ -504,6 +533,7 @@ class TorchKernels:
 
     solve_triangular = staticmethod(_solve_triangular)
     permute_rows = staticmethod(_permute_rows)
+    packed_outer = staticmethod(_packed_outer)
     slogdet = staticmethod(_slogdet)
     det = staticmethod(_det)
     cholesky = staticmethod(_cholesky)
@@ -515,9 +545,7 @@ class TorchKernels:
         call of lu_solve, solve_triangular and cholesky_solve, where the formula would cost
         as much as the solve itself at n = 256, k = 1)."""
         torch = state.torch
-        if d.shape[-1] == 0 or (
-            not state.transforms_active() and not d.is_meta and bool(d.all())
-        ):
+        if d.shape[-1] == 0 or (not state.transforms_active() and not d.is_meta and bool(d.all())):
             return torch.zeros(d.shape[:-1], dtype=torch.int32, device=d.device)
         return _first_true(d == 0)
 
@@ -602,6 +630,7 @@ class CompileKernels:
 
     solve_triangular = staticmethod(_solve_triangular)
     permute_rows = staticmethod(_permute_rows)
+    packed_outer = staticmethod(_packed_outer)
     slogdet = staticmethod(_slogdet)
     det = staticmethod(_det)
     cholesky = staticmethod(_cholesky)
