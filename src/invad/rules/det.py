@@ -14,10 +14,13 @@ whose zero diagonal entries are replaced by ones and ``E`` the diagonal mask
 of those entries,
 
     one zero on U's diagonal   adj(A) = det(P) prod(nonzero diag(U)) U'^-1 E U'^-1 L^-1 P^T
+                                      = u v^T,  u = s U'^-1 e_k,  v = P L^-T U'^-T e_k
     two or more                adj(A) = 0   (rank <= n - 2)
 
-Matrices singular only to rounding (no exact zero) take the first formula,
-whose products cancel the small pivot: ``d A^-1`` stays accurate. ``slogdet``
+(one zero, at ``k``: ``E = e_k e_k^T``, and the adjugate has rank one: three
+solves with one column make it.) Matrices singular only to rounding (no exact
+zero) take the generic formula, whose products cancel the small pivot:
+``d A^-1`` stays accurate. ``slogdet``
 of a singular matrix is ``(0, -inf)``; its derivative there is not finite.
 """
 
@@ -33,6 +36,7 @@ from ._linalg import (
     device,
     diagonal,
     is_complex,
+    mH,
     mT,
     pivot_sign,
 )
@@ -160,9 +164,14 @@ def _factor_of(la: Linalg, res: DetResiduals) -> tuple[Array, Array]:
     return res.lu, res.pivots
 
 
-def _adjugate_transposed(la: Linalg, res: DetResiduals) -> Array:
-    """``adj(A)^T = s P L^-T U'^-T E U'^-T``, ``s`` = det(P) prod(nonzero diag(U)) where U
-    has exactly one zero on its diagonal, else 0 (rank <= n - 2: adj(A) = 0)."""
+def _adjugate_factors(la: Linalg, res: DetResiduals) -> tuple[Array, Array]:
+    """``(u, v)``, columns ``(..., n, 1)``, with ``adj(A) = u v^T``.
+
+    With one zero on U's diagonal, at ``k``, ``E = e_k e_k^T`` and the adjugate is of rank
+    one: ``u = s U'^-1 e_k``, ``v = P L^-T U'^-T e_k``, ``s`` = det(P) prod(nonzero
+    diag(U)); with two or more zeros (rank <= n - 2) ``s = 0``: adj(A) = 0. Three solves
+    with one column each, no n x n matrix.
+    """
     xp = la.xp
     lu, piv = _factor_of(la, res)
     d = diagonal(xp, lu)
@@ -172,10 +181,10 @@ def _adjugate_transposed(la: Linalg, res: DetResiduals) -> Array:
     scale = pivot_sign(xp, piv, la.pivot_base, lu.dtype) * nonzero_product
     scale = xp.where(count == 1, scale, xp.zeros_like(scale))
     patched = _patched(xp, lu)
-    w = la.solve_triangular(patched, _eye(xp, lu), True, "T", False)  # U'^-T
-    w = la.solve_triangular(patched, xp.astype(zero, lu.dtype)[..., None] * w, True, "T", False)
-    w = la.permute_rows(piv, la.solve_triangular(lu, w, False, "T", True), True)
-    return scale[..., None, None] * w
+    e = xp.astype(zero, lu.dtype)[..., None]
+    u = scale[..., None, None] * la.solve_triangular(patched, e, True, "N", False)
+    v = la.solve_triangular(lu, la.solve_triangular(patched, e, True, "T", False), False, "T", True)
+    return u, la.permute_rows(piv, v, True)
 
 
 def _patched(xp: Any, lu: Array) -> Array:
@@ -186,18 +195,20 @@ def _patched(xp: Any, lu: Array) -> Array:
 
 
 def _with_adjugate(la: Linalg, res: DetResiduals, generic: Any, adjugate_term: Any) -> Array:
-    """``generic(factor)``, the derivative through ``A^-1``, plus ``adjugate_term(adj(A)^T)``
-    where some matrix of the batch is singular (a zero on U's diagonal; det == 0 exactly).
+    """``generic(factor)``, the derivative through ``A^-1``, plus ``adjugate_term(u, v)`` for
+    ``adj(A) = u v^T`` where some matrix of the batch is singular (a zero on U's diagonal;
+    det == 0 exactly).
 
     Both derivatives scale ``generic`` by det(A), so it is zero at exactly singular matrices,
-    where it solves with ``U'`` (finite); the adjugate is zero at the others. The adjugate
-    is made only if some matrix needs it (``la.if_any``: under JAX a ``lax.cond`` of values
-    the forward knows, so that the derivative itself is linear, without a branch)."""
-    adjugate_t = la.if_any(res.det == 0, lambda: _adjugate_transposed(la, res), lambda: None)
-    if adjugate_t is None:
+    where it solves with ``U'`` (finite); the adjugate is zero at the others. The adjugate's
+    factors are made only if some matrix needs them (``la.if_any``: under JAX a
+    ``lax.cond`` of values the forward knows, so that the derivative itself is linear,
+    without a branch)."""
+    factors = la.if_any(res.det == 0, lambda: _adjugate_factors(la, res), lambda: None)
+    if factors is None:
         return generic(Factor(res.a, res.lu, res.pivots))
     lu, piv = _factor_of(la, res)
-    return generic(Factor(res.a, _patched(la.xp, lu), piv)) + adjugate_term(adjugate_t)
+    return generic(Factor(res.a, _patched(la.xp, lu), piv)) + adjugate_term(*factors)
 
 
 def _det_jvp(la: Linalg, res: DetResiduals, tangents: tuple[Array | None]) -> Array | None:
@@ -209,8 +220,8 @@ def _det_jvp(la: Linalg, res: DetResiduals, tangents: tuple[Array | None]) -> Ar
     def generic(factor: Factor) -> Array:
         return res.det * _trace(xp, la.lu_solve(factor, da, "N"))
 
-    def adjugate(adjugate_t: Array) -> Array:
-        return xp.sum(adjugate_t * da, axis=(-2, -1))  # tr(adj(A) dA)
+    def adjugate(u: Array, v: Array) -> Array:
+        return xp.sum(v * (da @ u), axis=(-2, -1))  # tr(u v^T dA) = v^T dA u
 
     return _with_adjugate(la, res, generic, adjugate)
 
@@ -224,8 +235,8 @@ def _det_vjp(
     def generic(factor: Factor) -> Array:
         return la.lu_solve(factor, _scaled_eye(xp, dbar * conj(res.det), res.a), "H")
 
-    def adjugate(adjugate_t: Array) -> Array:
-        return dbar[..., None, None] * conj(adjugate_t)  # dbar adj(A)^H
+    def adjugate(u: Array, v: Array) -> Array:
+        return dbar[..., None, None] * conj(v) * mH(xp, u)  # dbar adj(A)^H = dbar conj(v) u^H
 
     return (cotangent_for(xp, _with_adjugate(la, res, generic, adjugate), res.a),)
 
