@@ -299,7 +299,17 @@ class JaxKernels:
             shapes = jax.eval_shape(then)
             jnp = self._jnp
 
+            def zeros(s: Any) -> Any:
+                # Zeros computed from the mask: they take its batch sharding (jit over an
+                # Explicit mesh) and the mesh axes it varies over (shard_map), as then()'s
+                # results do, which derive from the same values: a cond's branches must agree.
+                z = mask.astype(s.dtype) * 0
+                trailing = len(s.shape) - z.ndim
+                if trailing < 0 or tuple(s.shape[: z.ndim]) != tuple(z.shape):
+                    return same_varying_axes(jnp.zeros(s.shape, s.dtype), mask)[0]
+                return jnp.broadcast_to(jnp.reshape(z, (*z.shape, *(1,) * trailing)), s.shape)
+
             def otherwise() -> Any:
-                return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+                return jax.tree_util.tree_map(zeros, shapes)
 
         return self._lax.cond(self._jnp.any(mask), then, otherwise)
