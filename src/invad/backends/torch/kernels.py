@@ -375,7 +375,11 @@ def _strictly_upper(n: int, device: Any) -> Any:
 
 def _packed_outer(h: Any, y: Any, g: Any, x: Any) -> Any:
     """``tril_-(h y^H) + triu(g x^H)``: the portable formula (rules._linalg) on a cached mask.
-    Built as its transpose, so that the result is column-major, as torch's ``LU`` is."""
+    Built as its transpose, so that the result is column-major, as torch's ``LU`` is.
+
+    Written out in torch, not by calling the portable one: that one's cached dtype test
+    (``is_complex``) writes a module dict, a side effect that torch.compile refuses inside
+    an autograd.Function."""
     if y.is_complex():
         y, x = y.conj(), x.conj()
     if h.shape[-1] == 1:
