@@ -60,6 +60,9 @@ def singular_matrix(kind: str, dtype: str, rng: np.random.Generator, n: int = 4)
     elif kind == "two-zero-rows":  # rank n-2, two exact zero pivots: adjugate zero
         a = _complex(rng, (n, n), dtype)
         a[0] = a[3] = 0
+    elif kind == "three-zero-rows":  # rank n-3: the adjugate and its derivative zero
+        a = _complex(rng, (n, n), dtype)
+        a[0] = a[2] = a[3] = 0
     else:
         raise ValueError(kind)
     return a
@@ -94,6 +97,46 @@ def test_det_derivative_at_singular_matrices_is_the_adjugate(h, kind, dtype):
     if h.backend.native_ad:
         native = h.backend.native_vjp(h.ops.det, (h.put(a),), h.put(dbar))
         np.testing.assert_allclose(h.get(native[0]), expected, rtol=1e-9, atol=1e-10)
+
+
+def _five_point(f, step: float = 1e-3) -> np.ndarray:
+    """d/dt f(t) at 0 by five-point central differences (exact for degree <= 4 in t)."""
+    return (8 * (f(step) - f(-step)) - (f(2 * step) - f(-2 * step))) / (12 * step)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "complex128"])
+@pytest.mark.parametrize("kind", (*SINGULAR, "three-zero-rows"))
+def test_det_second_derivatives_at_singular_matrices(h, kind, dtype):
+    """The derivative of the adjugate, through the framework's own AD at second order:
+    forward over reverse (an HVP) and forward over forward, against central differences
+    of the adjugate from cofactors (a polynomial of degree n-1 = 3: the differences are
+    exact up to rounding). Exact zero pivots once gave 0/0 (NaN) or dropped terms, and
+    rank n-1 to rounding lost every digit to cancellation."""
+    if not h.backend.native_ad:
+        pytest.skip(f"{h.backend.name}: no AD engine (ops.jvp and ops.vjp are first order)")
+    rng = np.random.default_rng(abs(hash((kind, dtype, "second"))) % 2**32)
+    a = np.stack([singular_matrix(kind, dtype, rng), 2 * np.eye(4, dtype=dtype)])
+    e, f = _complex(rng, a.shape, dtype), _complex(rng, a.shape, dtype)
+    dbar = _complex(rng, a.shape[:1], dtype)
+
+    def adj(t: float) -> np.ndarray:
+        return np.stack([adjugate(m) for m in a + t * e])
+
+    dadj = _five_point(adj)  # d adj(A)[E]
+    hvp = dbar[:, None, None] * np.conj(np.swapaxes(dadj, -1, -2))  # d (dbar adj(A)^H)[E]
+    second = np.einsum("bij,bji->b", dadj, f)  # d2 det(A)[E, F]
+    ops, put = h.ops, h.put
+
+    def vjp(m):
+        return h.backend.native_vjp(ops.det, (m,), put(dbar))[0]
+
+    def jvp(m):
+        return h.backend.native_jvp(ops.det, (m,), (put(f),))
+
+    native_hvp = h.backend.native_jvp(vjp, (put(a),), (put(e),))
+    np.testing.assert_allclose(h.get(native_hvp), hvp, rtol=1e-8, atol=1e-9)
+    native_second = h.backend.native_jvp(jvp, (put(a),), (put(e),))
+    np.testing.assert_allclose(h.get(native_second), second, rtol=1e-8, atol=1e-9)
 
 
 def test_slogdet_of_a_singular_matrix_is_zero_and_minus_infinity(h):

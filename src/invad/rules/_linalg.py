@@ -42,7 +42,11 @@ install time, that bundles the backend's array namespace with its kernels:
 - ``packed_outer(h, y, g, x) -> tril_-(h y^H) + triu(g x^H)`` of thin factors
   ``(..., n, k)``: a packed ``LU``'s cotangent (``lu_solve``'s, one per solve),
   column-major where the backend has layouts, as LAPACK's ``LU`` is, so that the
-  cotangents of many solves add up in ``LU``'s own layout.
+  cotangents of many solves add up in ``LU``'s own layout;
+- ``constant(x) -> x`` without derivatives: the AD engine's stop-gradient
+  (``detach``, ``lax.stop_gradient``), the identity without one. A rule marks
+  with it values that it derives from a factorization and uses as constants
+  (``det``'s border at singular matrices).
 
 A backend may hand in faster native kernels; whatever it leaves out is filled
 from the portable versions below, written only in array-API operations. Those
@@ -154,6 +158,8 @@ class Linalg:
     first_zero: Callable[[Array], Array] = None  # type: ignore[assignment]
     #: ``tril_-(h y^H) + triu(g x^H)`` (:func:`portable_packed_outer`).
     packed_outer: Callable[[Array, Array, Array, Array], Array] = None  # type: ignore[assignment]
+    #: ``x`` without derivatives (a stop-gradient); the identity by default.
+    constant: Callable[[Array], Array] = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         # the defaults for plugins that build a Linalg themselves, as Linalg.build picks them
@@ -164,6 +170,8 @@ class Linalg:
             object.__setattr__(
                 self, "packed_outer", lambda h, y, g, x: portable_packed_outer(xp, h, y, g, x)
             )
+        if self.constant is None:
+            object.__setattr__(self, "constant", _identity)
 
     @classmethod
     def build(cls, xp: Any, kernels: Any = None) -> Linalg:
@@ -223,7 +231,12 @@ class Linalg:
             packed_outer=pick(
                 "packed_outer", lambda h, y, g, x: portable_packed_outer(xp, h, y, g, x)
             ),
+            constant=pick("constant", _identity),
         )
+
+
+def _identity(x: Array) -> Array:
+    return x
 
 
 # -- matrix helpers ---------------------------------------------------------

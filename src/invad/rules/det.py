@@ -8,24 +8,29 @@ With ``w = tr(A^-1 dA)`` applied through the saved factorization (never an inver
                                                        g = logabsdetbar - i Im(conj(signbar) sign)
 
 (real input: the sign is locally constant, ``w`` real.) ``det`` is a
-polynomial, and its derivative at a singular matrix is the adjugate, which
-the LU gives without the inverse that does not exist: with ``U'`` the ``U``
-whose zero diagonal entries are replaced by ones and ``E`` the diagonal mask
-of those entries,
+polynomial, and its derivative at a singular matrix is the adjugate, finite,
+and differentiable again. ``det(A) A^-1`` gives it only where ``A`` is far
+from singular: at a small pivot the products of the second derivative cancel
+(0/0 at an exact zero). There ``A`` is bordered: with ``U'`` the ``U`` whose
+small pivots (at most ``SMALL_PIVOT`` of the largest) are raised to the
+largest, ``B = P L U' = A + X Y^T`` is nonsingular, ``Y`` the columns ``e_k``
+of the small pivots and ``X = P L diag(U' - U) Y``, and for any such ``B``
 
-    one zero on U's diagonal   adj(A) = det(P) prod(nonzero diag(U)) U'^-1 E U'^-1 L^-1 P^T
-                                      = u v^T,  u = s U'^-1 e_k,  v = P L^-T U'^-T e_k
-    two or more                adj(A) = 0   (rank <= n - 2)
+    adj(A) = det(B) (det(C) B^-1 + B^-1 X adj(C) Y^T B^-1),  C = I - Y^T B^-1 X,
 
-(one zero, at ``k``: ``E = e_k e_k^T``, and the adjugate has rank one: three
-solves with one column make it.) Matrices singular only to rounding (no exact
-zero) take the generic formula, whose products cancel the small pivot:
-``d A^-1`` stays accurate. ``slogdet``
-of a singular matrix is ``(0, -inf)``; its derivative there is not finite.
+where ``det(B) det(C) = det(A)``: the first term is the generic formula with
+``B``'s factor, and the second needs one LU of ``B`` and solves with two
+columns. ``X`` and ``Y`` are constants (``la.constant``), so ``B``'s
+derivative is ``A``'s and every order is right. Up to two small pivots (rank
+n-1 and n-2) are taken; with more, ``adj(A)`` and its first derivative vanish
+and the second term is dropped (derivatives of ``det`` of order three and
+more at rank <= n-3 are then not exact). ``slogdet`` of a singular matrix is
+``(0, -inf)``; its derivative there is not finite.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ._linalg import (
@@ -38,7 +43,6 @@ from ._linalg import (
     is_complex,
     mH,
     mT,
-    pivot_sign,
 )
 from ._rule import Contract, Primal, Rule, check_dtype, check_square
 
@@ -156,59 +160,111 @@ class DetResiduals(NamedTuple):
 
 
 def _factor_of(la: Linalg, res: DetResiduals) -> tuple[Array, Array]:
-    """The LU and pivots of ``a``; a backend that kept no factor factors now (only for the
-    rare path at singular matrices)."""
+    """The LU and pivots of ``a`` as values (no derivative: ``la.constant``); a backend that
+    kept no factor factors now (only for the rare path at (nearly) singular matrices)."""
     if res.lu is None:
         factor, _ = la.lu_factor(res.a)
-        return factor.lu, factor.pivots
-    return res.lu, res.pivots
+        return la.constant(factor.lu), factor.pivots
+    return la.constant(res.lu), res.pivots
 
 
-def _adjugate_factors(la: Linalg, res: DetResiduals) -> tuple[Array, Array]:
-    """``(u, v)``, columns ``(..., n, 1)``, with ``adj(A) = u v^T``.
+def _small_pivots(xp: Any, d: Array) -> tuple[Array, Array]:
+    """``(small, top)``: which pivots ``d`` (``(..., n)``, U's diagonal) are small, at most
+    ``SMALL_PIVOT`` times the largest magnitude ``top`` (``(..., 1)``, real), and ``top``."""
+    mag = xp.abs(d)
+    top = xp.max(mag, axis=-1, keepdims=True)
+    return mag <= SMALL_PIVOT * top, top
 
-    With one zero on U's diagonal, at ``k``, ``E = e_k e_k^T`` and the adjugate is of rank
-    one: ``u = s U'^-1 e_k``, ``v = P L^-T U'^-T e_k``, ``s`` = det(P) prod(nonzero
-    diag(U)); with two or more zeros (rank <= n - 2) ``s = 0``: adj(A) = 0. Three solves
-    with one column each, no n x n matrix.
-    """
-    xp = la.xp
-    lu, piv = _factor_of(la, res)
+
+#: A pivot this small relative to the largest makes ``A`` singular or nearly so. There the
+#: generic formula, through ``A^-1``, is exact in value but its own derivative (det's second
+#: derivative) loses about eps/ratio of its accuracy to cancellation: up to all of it at
+#: rank n-1 to rounding, and 0/0 at an exact zero. Such matrices take the patched form below.
+SMALL_PIVOT = 2.0**-26  # about sqrt(eps) of float64
+
+
+def _patch(xp: Any, lu: Array, small: Array, top: Array) -> Array:
+    """``delta``, ``(..., n)``: what the small pivots need to become the largest magnitude
+    (one where all are zero); zero elsewhere. ``U' = U + diag(delta)`` is nonsingular."""
     d = diagonal(xp, lu)
-    zero = d == 0
-    count = xp.sum(xp.astype(zero, xp.int32), axis=-1)
-    nonzero_product = xp.prod(xp.where(zero, xp.ones_like(d), d), axis=-1)
-    scale = pivot_sign(xp, piv, la.pivot_base, lu.dtype) * nonzero_product
-    scale = xp.where(count == 1, scale, xp.zeros_like(scale))
-    patched = _patched(xp, lu)
-    e = xp.astype(zero, lu.dtype)[..., None]
-    u = scale[..., None, None] * la.solve_triangular(patched, e, True, "N", False)
-    v = la.solve_triangular(lu, la.solve_triangular(patched, e, True, "T", False), False, "T", True)
-    return u, la.permute_rows(piv, v, True)
+    r = xp.astype(xp.where(top == 0, xp.ones_like(top), top), d.dtype)
+    return xp.where(small, r - d, xp.zeros_like(d))
 
 
-def _patched(xp: Any, lu: Array) -> Array:
-    """``U'``: the factor with U's zero diagonal entries set to one, so that nothing divides
-    by zero, in the branch of a select not taken either (JAX transposes both)."""
-    mask = xp.astype(diagonal(xp, lu) == 0, lu.dtype)[..., None, :]
-    return lu + mask * _eye(xp, lu)
+def _patched(xp: Any, lu: Array, delta: Array) -> Array:
+    """The packed ``L U'``: ``lu`` with ``delta`` added to U's diagonal."""
+    return lu + delta[..., None, :] * _eye(xp, lu)
 
 
-def _with_adjugate(la: Linalg, res: DetResiduals, generic: Any, adjugate_term: Any) -> Array:
-    """``generic(factor)``, the derivative through ``A^-1``, plus ``adjugate_term(u, v)`` for
-    ``adj(A) = u v^T`` where some matrix of the batch is singular (a zero on U's diagonal;
-    det == 0 exactly).
+class _Bordered(NamedTuple):
+    """``A = B - X Y^T`` with ``B = A + P L diag(delta)`` nonsingular, and what the adjugate
+    of ``A`` takes of ``B`` (module docstring): at most two small pivots (``exact``) make
+    ``X Y^T`` all of ``P L diag(delta)``; more make ``adj(A)`` vanish to second order."""
 
-    Both derivatives scale ``generic`` by det(A), so it is zero at exactly singular matrices,
-    where it solves with ``U'`` (finite); the adjugate is zero at the others. The adjugate's
-    factors are made only if some matrix needs them (``la.if_any``: under JAX a
-    ``lax.cond`` of values the forward knows, so that the derivative itself is linear,
-    without a branch)."""
-    factors = la.if_any(res.det == 0, lambda: _adjugate_factors(la, res), lambda: None)
-    if factors is None:
+    factor: Factor  # B's own, differentiable in A (B - A is a constant)
+    det: Array  # det(B), zero where not exact
+    y: Array  # (..., n, 2): e_k of the first two small pivots (zero columns if fewer)
+    bx: Array  # B^-1 X, (..., n, 2)
+    adj_c: Array  # adj(C), C = I - Y^T B^-1 X, (..., 2, 2)
+
+
+def _bordered(la: Linalg, a: Array, lu: Array, pivots: Array, small: Array, top: Array) -> Any:
+    xp = la.xp
+    n = lu.shape[-1]
+    delta = _patch(xp, lu, small, top)
+    unit_lower = xp.tril(lu, k=-1) + _eye(xp, lu)
+    d = la.constant(la.permute_rows(pivots, unit_lower * delta[..., None, :], True))
+    factor, det_b, _ = la.det(a + d)  # B: nonsingular, its derivative that of A
+    # The first two small pivots, one-hot: argmax finds the first true entry.
+    rows = xp.arange(n, device=device(lu))
+    first = small & (rows == xp.argmax(xp.astype(small, xp.int32), axis=-1)[..., None])
+    rest = small & ~first
+    second = rest & (rows == xp.argmax(xp.astype(rest, xp.int32), axis=-1)[..., None])
+    y = xp.stack([xp.astype(first, lu.dtype), xp.astype(second, lu.dtype)], axis=-1)
+    bx = la.lu_solve(factor, d @ y, "N")
+    c = xp.eye(2, dtype=bx.dtype, device=device(bx)) - mT(xp, y) @ bx  # det(C) det(B) = det(A)
+    adj_c = xp.stack(
+        [
+            xp.stack([c[..., 1, 1], -c[..., 0, 1]], axis=-1),
+            xp.stack([-c[..., 1, 0], c[..., 0, 0]], axis=-1),
+        ],
+        axis=-2,
+    )
+    exact = xp.sum(xp.astype(small, xp.int32), axis=-1) <= 2
+    return _Bordered(factor, xp.where(exact, det_b, xp.zeros_like(det_b)), y, bx, adj_c)
+
+
+def _with_adjugate(
+    la: Linalg,
+    res: DetResiduals,
+    generic: Callable[[Factor], Array],
+    bordered: Callable[[_Bordered], Any],
+    finish: Callable[[Any], Array] = lambda term: term,
+) -> Array:
+    """``generic(factor)``, the derivative through ``det(A) A^-1``, where no pivot is small;
+    where some matrix of the batch has one, ``generic`` with ``B``'s factor (``A``'s LU with
+    its small pivots patched) plus ``finish(bordered(parts))``, the term of ``det(B) B^-1 X
+    adj(C) Y^T B^-1``.
+
+    ``bordered`` returns thin factors: it runs under ``la.if_any`` only where some matrix
+    needs it (under JAX a ``lax.cond`` of values the forward knows, whose untaken branch
+    gives zeros), and ``finish`` makes the matrix of them. Every piece is a derivative of
+    ``A`` through ``B = A + const`` or the output ``det(A)``, so the result can be
+    differentiated again, at every order."""
+    xp = la.xp
+    if res.a.shape[-1] == 0:
         return generic(Factor(res.a, res.lu, res.pivots))
-    lu, piv = _factor_of(la, res)
-    return generic(Factor(res.a, _patched(la.xp, lu), piv)) + adjugate_term(*factors)
+    lu, pivots = _factor_of(la, res)
+    small, top = _small_pivots(xp, diagonal(xp, lu))
+    term = la.if_any(
+        xp.any(small, axis=-1),
+        lambda: bordered(_bordered(la, res.a, lu, pivots, small, top)),
+        lambda: None,
+    )
+    if term is None:
+        return generic(Factor(res.a, res.lu, res.pivots))
+    patched = _patched(xp, lu, _patch(xp, lu, small, top))
+    return generic(Factor(res.a, patched, pivots)) + finish(term)
 
 
 def _det_jvp(la: Linalg, res: DetResiduals, tangents: tuple[Array | None]) -> Array | None:
@@ -220,10 +276,21 @@ def _det_jvp(la: Linalg, res: DetResiduals, tangents: tuple[Array | None]) -> Ar
     def generic(factor: Factor) -> Array:
         return res.det * _trace(xp, la.lu_solve(factor, da, "N"))
 
-    def adjugate(u: Array, v: Array) -> Array:
-        return xp.sum(v * (da @ u), axis=(-2, -1))  # tr(u v^T dA) = v^T dA u
+    def bordered(b: _Bordered) -> tuple[Array, Array]:
+        # tr(det(B) B^-1 X adj(C) Y^T B^-1 dA) = sum((dA B^-1 X) * (Q (det(B) adj(C))^T)),
+        # Q = B^-T Y: thin factors, free of dA (no tangent inside the branch)
+        q = la.lu_solve(b.factor, b.y, "T")
+        return q @ mT(xp, b.det[..., None, None] * b.adj_c), b.bx
 
-    return _with_adjugate(la, res, generic, adjugate)
+    def finish(term: tuple[Array, Array]) -> Array:
+        # sum(dA * (G (B^-1 X)^T)), the rank-two matrix as two broadcast products: XLA
+        # fuses them into the sum (and into the cotangent, the transpose), where a matrix
+        # product with two columns is a kernel call of its own
+        g, bx = term
+        outer = g[..., :, :1] * mT(xp, bx[..., :, :1]) + g[..., :, 1:] * mT(xp, bx[..., :, 1:])
+        return xp.sum(da * outer, axis=(-2, -1))
+
+    return _with_adjugate(la, res, generic, bordered, finish)
 
 
 def _det_vjp(
@@ -235,10 +302,15 @@ def _det_vjp(
     def generic(factor: Factor) -> Array:
         return la.lu_solve(factor, _scaled_eye(xp, dbar * conj(res.det), res.a), "H")
 
-    def adjugate(u: Array, v: Array) -> Array:
-        return dbar[..., None, None] * conj(v) * mH(xp, u)  # dbar adj(A)^H = dbar conj(v) u^H
+    def bordered(b: _Bordered) -> tuple[Array, Array]:
+        # (det(B) B^-1 X adj(C) Q^T)^H = conj(det(B)) B^-H Y adj(C)^H (B^-1 X)^H
+        w = la.lu_solve(b.factor, b.y, "H")
+        return w @ (conj(b.det)[..., None, None] * mH(xp, b.adj_c)), b.bx
 
-    return (cotangent_for(xp, _with_adjugate(la, res, generic, adjugate), res.a),)
+    def finish(term: tuple[Array, Array]) -> Array:
+        return dbar[..., None, None] * (term[0] @ mH(xp, term[1]))
+
+    return (cotangent_for(xp, _with_adjugate(la, res, generic, bordered, finish), res.a),)
 
 
 def _det_primal(la: Linalg, a: Array) -> Primal:
@@ -261,7 +333,11 @@ DET = Rule(
         domain="any square a: the derivative is the adjugate, finite at singular matrices too",
         singular=(
             "Never raises: a singular matrix has det 0, and its derivative is the adjugate "
-            "(rank n-1: rank one; rank <= n-2: zero), computed from the LU without an inverse."
+            "(rank n-1: rank one; rank <= n-2: zero), computed from the LU without an inverse. "
+            "Near and at singular matrices (a pivot at most 2^-26 of the largest) the "
+            "derivative comes from the LU with its small pivots raised, bordered by a rank-two "
+            "correction, so that it can be differentiated again: second derivatives are exact "
+            "at rank n-1 and n-2, and at rank <= n-3 (where they are zero)."
         ),
         shapes=_SQUARE,
     ),

@@ -514,6 +514,7 @@ def replaying(la: Linalg, recorded: dict[str, Iterator[Any]]) -> Linalg:
         cholesky_solve=cholesky_solve,
         if_any=if_any,
         pivot_base=la.pivot_base,
+        constant=getval,  # a value without its box: no derivative flows through it
     )
 
 

@@ -117,6 +117,7 @@ def _concat(arrays: Any, axis: int = 0) -> Array:
 #: read integer or boolean values (``any``, ``min``, ``zeros_like``) need no derivative.
 NAMESPACE = SimpleNamespace(
     # differentiable
+    abs=anp.abs,
     astype=astype,
     concat=_concat,
     conj=anp.conj,
@@ -125,6 +126,7 @@ NAMESPACE = SimpleNamespace(
     prod=anp.prod,
     real=anp.real,
     reshape=anp.reshape,
+    stack=anp.stack,
     sum=anp.sum,
     tril=anp.tril,
     triu=anp.triu,
@@ -132,6 +134,7 @@ NAMESPACE = SimpleNamespace(
     linalg=SimpleNamespace(diagonal=_diagonal),
     # no derivative
     any=anp.any,
+    argmax=anp.argmax,
     max=anp.max,
     min=anp.min,
     ones_like=anp.ones_like,

@@ -22,12 +22,18 @@ order.
 - The interchanges become a permutation with
   ``jax.lax.linalg.lu_pivots_to_permutation``, the loop that ``lu`` itself
   runs on CPU: in one compiled program XLA computes it once.
+- ``det``'s value is a ``custom_jvp`` whose derivative is the det rule's
+  own: the rule's derivatives read the value, and at the next order JAX would
+  otherwise differentiate it through the LU, which divides by the pivots
+  (0/0 at an exact zero: NaN where the adjugate is finite). ``constant`` is
+  ``lax.stop_gradient``.
 - ``if_any`` is ``lax.cond``: the rare branch (``det`` at singular matrices)
   costs nothing at run time unless a batch element takes it.
 """
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -106,7 +112,32 @@ class JaxKernels:
 
     def det(self, a: Any) -> tuple[Factor, Any, Any]:
         factor, info = self.lu_factor(a)
-        return factor, det_of_lu(self._jnp, factor, self.pivot_base), info
+        return factor, self._det_value(a, factor.lu, factor.pivots), info
+
+    @functools.cached_property
+    def _det_value(self) -> Callable[[Any, Any, Any], Any]:
+        """``det(a)`` from ``a``'s ``lu`` and ``pivots``, differentiated (at every order) by
+        the det rule on these kernels, with respect to ``a`` alone: ``lu`` and ``pivots``
+        are values of ``a``, not inputs of their own."""
+        import jax
+
+        from ...rules import RULES, Linalg
+
+        rule, base = RULES["det"], self.pivot_base
+        la = Linalg.build(self._jnp, self)
+
+        @jax.custom_jvp
+        def value(a: Any, lu: Any, pivots: Any) -> Any:
+            return det_of_lu(self._jnp, Factor(a, lu, pivots), base)
+
+        @value.defjvp
+        def value_jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[Any, Any]:
+            a, lu, pivots = primals
+            det = value(a, lu, pivots)
+            residuals = rule.residuals(a, lu, pivots, det)
+            return det, rule.jvp(la, residuals, (tangents[0],))
+
+        return value
 
     # -- solves -----------------------------------------------------------------
 
@@ -287,6 +318,10 @@ class JaxKernels:
         return self.lu_solve(factor, eye, "N"), info
 
     # -- control flow ------------------------------------------------------------
+
+    def constant(self, x: Any) -> Any:
+        """``Linalg.constant``: ``x`` without derivatives."""
+        return self._lax.stop_gradient(x)
 
     def if_any(self, mask: Any, then: Callable[[], Any], otherwise: Callable[[], Any]) -> Any:
         """``then()`` if any element of ``mask`` is true, else ``otherwise()``: ``lax.cond``,

@@ -428,6 +428,11 @@ def _lu_factor(a: Any) -> tuple[Factor, Any]:
     return Factor(a, lu, pivots), info
 
 
+def _detached(x: Any) -> Any:
+    """``Linalg.constant``: ``x`` without a graph, at every level of torch.func too."""
+    return x.detach()
+
+
 def _int32(pivots: Any) -> Any:
     """Pivots as torch's LAPACK wrappers take them (a user may pass int64)."""
     return pivots if pivots.dtype == state.torch.int32 else pivots.to(state.torch.int32)
@@ -538,6 +543,7 @@ class TorchKernels:
     solve_triangular = staticmethod(_solve_triangular)
     permute_rows = staticmethod(_permute_rows)
     packed_outer = staticmethod(_packed_outer)
+    constant = staticmethod(_detached)
     slogdet = staticmethod(_slogdet)
     det = staticmethod(_det)
     cholesky = staticmethod(_cholesky)
@@ -635,6 +641,7 @@ class CompileKernels:
     solve_triangular = staticmethod(_solve_triangular)
     permute_rows = staticmethod(_permute_rows)
     packed_outer = staticmethod(_packed_outer)
+    constant = staticmethod(_detached)
     slogdet = staticmethod(_slogdet)
     det = staticmethod(_det)
     cholesky = staticmethod(_cholesky)
