@@ -1104,17 +1104,20 @@ def test_det_derivative_at_singular_matrices(ops, kind, dtype):
     # Forward mode: the tangent of det against differences.
     _same(torch.func.jvp(ops.det, (a,), (da,))[1], _five_point(torch.linalg.det, a, da), 1e-8)
 
-    # Second order, on the nonsingular element: the derivative of the gradient along da
-    # (forward over reverse) against differences of gradients. At the singular one the
-    # adjugate path reads the forward's LU as a constant: its derivative is not the
-    # adjugate's (first order only there).
+    # Second order, on both elements: the derivative of the gradient along da, forward over
+    # reverse and double backward, against differences of gradients (the singular matrix
+    # once gave wrong second derivatives here: its adjugate was made without a graph).
     def gradient(x):
         x = x.clone().requires_grad_()
         return torch.autograd.grad(loss(ops.det)(x), x)[0]
 
     reference = _five_point(gradient, a, da)
     hvp = torch.func.jvp(torch.func.grad(loss(ops.det)), (a,), (da,))[1]
-    _same(hvp[1], reference[1], 1e-6)
+    _same(hvp, reference, 1e-6)
+    leaf = a.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(loss(ops.det)(leaf), leaf, create_graph=True)
+    (double,) = torch.autograd.grad((grad.conj() * da).real.sum(), leaf)
+    _same(double, reference, 1e-6)
 
 
 @pytest.mark.parametrize(
