@@ -12,7 +12,7 @@ polynomial, and its derivative at a singular matrix is the adjugate, finite,
 and differentiable again. ``det(A) A^-1`` gives it only where ``A`` is far
 from singular: at a small pivot the products of the second derivative cancel
 (0/0 at an exact zero). There ``A`` is bordered: with ``U'`` the ``U`` whose
-small pivots (at most ``SMALL_PIVOT`` of the largest) are raised to the
+small pivots (at most ``sqrt(eps)`` of the largest) are raised to the
 largest, ``B = P L U' = A + X Y^T`` is nonsingular, ``Y`` the columns ``e_k``
 of the small pivots and ``X = P L diag(U' - U) Y``, and for any such ``B``
 
@@ -170,17 +170,16 @@ def _factor_of(la: Linalg, res: DetResiduals) -> tuple[Array, Array]:
 
 def _small_pivots(xp: Any, d: Array) -> tuple[Array, Array]:
     """``(small, top)``: which pivots ``d`` (``(..., n)``, U's diagonal) are small, at most
-    ``SMALL_PIVOT`` times the largest magnitude ``top`` (``(..., 1)``, real), and ``top``."""
+    ``sqrt(eps)`` of the largest magnitude ``top`` (``(..., 1)``, real), and ``top``.
+
+    A pivot that small makes ``A`` singular or nearly so. There the generic formula,
+    through ``A^-1``, is right in value but its own derivative (det's second derivative)
+    loses about eps/ratio of its accuracy to cancellation: all of it at rank n-1 to
+    rounding, and 0/0 at an exact zero. Such matrices take the bordered form (module
+    docstring): 2^-26 of the largest pivot in float64, 2^-11.5 in float32."""
     mag = xp.abs(d)
     top = xp.max(mag, axis=-1, keepdims=True)
-    return mag <= SMALL_PIVOT * top, top
-
-
-#: A pivot this small relative to the largest makes ``A`` singular or nearly so. There the
-#: generic formula, through ``A^-1``, is exact in value but its own derivative (det's second
-#: derivative) loses about eps/ratio of its accuracy to cancellation: up to all of it at
-#: rank n-1 to rounding, and 0/0 at an exact zero. Such matrices take the patched form below.
-SMALL_PIVOT = 2.0**-26  # about sqrt(eps) of float64
+    return mag <= float(xp.finfo(mag.dtype).eps) ** 0.5 * top, top
 
 
 def _patch(xp: Any, lu: Array, small: Array, top: Array) -> Array:
@@ -334,7 +333,7 @@ DET = Rule(
         singular=(
             "Never raises: a singular matrix has det 0, and its derivative is the adjugate "
             "(rank n-1: rank one; rank <= n-2: zero), computed from the LU without an inverse. "
-            "Near and at singular matrices (a pivot at most 2^-26 of the largest) the "
+            "Near and at singular matrices (a pivot at most sqrt(eps) of the largest) the "
             "derivative comes from the LU with its small pivots raised, bordered by a rank-two "
             "correction, so that it can be differentiated again: second derivatives are exact "
             "at rank n-1 and n-2, and at rank <= n-3 (where they are zero)."

@@ -147,5 +147,6 @@ NAMESPACE = SimpleNamespace(
     int32=np.int32,
     int64=np.int64,
     isdtype=npx.isdtype,
+    finfo=np.finfo,
     result_type=np.result_type,
 )
