@@ -43,6 +43,11 @@ install time, that bundles the backend's array namespace with its kernels:
   ``(..., n, k)``: a packed ``LU``'s cotangent (``lu_solve``'s, one per solve),
   column-major where the backend has layouts, as LAPACK's ``LU`` is, so that the
   cotangents of many solves add up in ``LU``'s own layout;
+- ``factored_det(a, factor) -> det``: ``det(a)`` from ``factor``, a factorization
+  of ``a``, with the derivatives of ``det(a)`` (every order) where the backend's
+  derivatives are themselves differentiated; the factor's diagonal product
+  otherwise (NumPy; a first-order backward). ``det``'s border uses it for a
+  matrix whose factor it already has;
 - ``constant(x) -> x`` without derivatives: the AD engine's stop-gradient
   (``detach``, ``lax.stop_gradient``), the identity without one. A rule marks
   with it values that it derives from a factorization and uses as constants
@@ -160,6 +165,8 @@ class Linalg:
     packed_outer: Callable[[Array, Array, Array, Array], Array] = None  # type: ignore[assignment]
     #: ``x`` without derivatives (a stop-gradient); the identity by default.
     constant: Callable[[Array], Array] = None  # type: ignore[assignment]
+    #: ``det(a)`` from a factor of ``a``, differentiable where derivatives are differentiated.
+    factored_det: Callable[[Array, Factor], Array] = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         # the defaults for plugins that build a Linalg themselves, as Linalg.build picks them
@@ -172,6 +179,9 @@ class Linalg:
             )
         if self.constant is None:
             object.__setattr__(self, "constant", _identity)
+        if self.factored_det is None:
+            base = self.pivot_base
+            object.__setattr__(self, "factored_det", lambda a, f: det_of_lu(xp, f, base))
 
     @classmethod
     def build(cls, xp: Any, kernels: Any = None) -> Linalg:
@@ -232,6 +242,7 @@ class Linalg:
                 "packed_outer", lambda h, y, g, x: portable_packed_outer(xp, h, y, g, x)
             ),
             constant=pick("constant", _identity),
+            factored_det=pick("factored_det", lambda a, f: det_of_lu(xp, f, base)),
         )
 
 

@@ -19,12 +19,16 @@ of the small pivots and ``X = P L diag(U' - U) Y``, and for any such ``B``
     adj(A) = det(B) (det(C) B^-1 + B^-1 X adj(C) Y^T B^-1),  C = I - Y^T B^-1 X,
 
 where ``det(B) det(C) = det(A)``: the first term is the generic formula with
-``B``'s factor, and the second needs one LU of ``B`` and solves with two
-columns. ``X`` and ``Y`` are constants (``la.constant``), so ``B``'s
-derivative is ``A``'s and every order is right. Up to two small pivots (rank
-n-1 and n-2) are taken; with more, ``adj(A)`` and its first derivative vanish
-and the second term is dropped (derivatives of ``det`` of order three and
-more at rank <= n-3 are then not exact). ``slogdet`` of a singular matrix is
+``B``'s factor, and the second solves with two columns and takes ``det(B)``
+from the same factor (``la.factored_det``: a fresh LU of ``B`` only where
+the derivative is differentiated and the backend needs one for that). ``X``
+and ``Y`` are constants (``la.constant``), so ``B``'s derivative is ``A``'s
+and every order is right. Up to two small pivots (rank n-1 and n-2) are
+taken; with more, ``adj(A)`` and its first derivative vanish and the second
+term is dropped (derivatives of ``det`` of order three and more at rank <=
+n-3 are then not exact). Backends whose fused determinant keeps no factor
+(NumPy; no AD engine) take the bordered form at exact zeros only, found by
+``det(A) == 0``. ``slogdet`` of a singular matrix is
 ``(0, -inf)``; its derivative there is not finite.
 """
 
@@ -200,7 +204,7 @@ class _Bordered(NamedTuple):
     of ``A`` takes of ``B`` (module docstring): at most two small pivots (``exact``) make
     ``X Y^T`` all of ``P L diag(delta)``; more make ``adj(A)`` vanish to second order."""
 
-    factor: Factor  # B's own, differentiable in A (B - A is a constant)
+    factor: Factor  # B's: the patched LU, solves differentiable in A (B - A is a constant)
     det: Array  # det(B), zero where not exact
     y: Array  # (..., n, 2): e_k of the first two small pivots (zero columns if fewer)
     bx: Array  # B^-1 X, (..., n, 2)
@@ -213,7 +217,9 @@ def _bordered(la: Linalg, a: Array, lu: Array, pivots: Array, small: Array, top:
     delta = _patch(xp, lu, small, top)
     unit_lower = xp.tril(lu, k=-1) + _eye(xp, lu)
     d = la.constant(la.permute_rows(pivots, unit_lower * delta[..., None, :], True))
-    factor, det_b, _ = la.det(a + d)  # B: nonsingular, its derivative that of A
+    b = a + d  # nonsingular, with A's derivative; P L U' factors it
+    factor = Factor(b, _patched(xp, lu, delta), pivots)
+    det_b = la.factored_det(b, factor)
     # The first two small pivots, one-hot: argmax finds the first true entry.
     rows = xp.arange(n, device=device(lu))
     first = small & (rows == xp.argmax(xp.astype(small, xp.int32), axis=-1)[..., None])
@@ -242,7 +248,7 @@ def _with_adjugate(
 ) -> Array:
     """``generic(factor)``, the derivative through ``det(A) A^-1``, where no pivot is small;
     where some matrix of the batch has one, ``generic`` with ``B``'s factor (``A``'s LU with
-    its small pivots patched) plus ``finish(bordered(parts))``, the term of ``det(B) B^-1 X
+    its small pivots raised) plus ``finish(bordered(parts))``, the term of ``det(B) B^-1 X
     adj(C) Y^T B^-1``.
 
     ``bordered`` returns thin factors: it runs under ``la.if_any`` only where some matrix
@@ -253,6 +259,16 @@ def _with_adjugate(
     xp = la.xp
     if res.a.shape[-1] == 0:
         return generic(Factor(res.a, res.lu, res.pivots))
+    if res.lu is None:
+        # A fused determinant kept no factor (NumPy's gufunc, whose backends differentiate
+        # no derivative): no pivots to read, so the exact zeros that det shows. To first
+        # order the generic formula is accurate near singular matrices; at them it is 0/0.
+        full = la.if_any(
+            res.det == 0,
+            lambda: _bordered_derivative(la, res, generic, bordered, finish),
+            lambda: None,
+        )
+        return generic(Factor(res.a, None, None)) if full is None else full
     lu, pivots = _factor_of(la, res)
     small, top = _small_pivots(xp, diagonal(xp, lu))
     term = la.if_any(
@@ -262,6 +278,22 @@ def _with_adjugate(
     )
     if term is None:
         return generic(Factor(res.a, res.lu, res.pivots))
+    patched = _patched(xp, lu, _patch(xp, lu, small, top))
+    return generic(Factor(res.a, patched, pivots)) + finish(term)
+
+
+def _bordered_derivative(
+    la: Linalg,
+    res: DetResiduals,
+    generic: Callable[[Factor], Array],
+    bordered: Callable[[_Bordered], Any],
+    finish: Callable[[Any], Array],
+) -> Array:
+    """The bordered derivative of every matrix of the batch, from a factorization made now."""
+    xp = la.xp
+    lu, pivots = _factor_of(la, res)
+    small, top = _small_pivots(xp, diagonal(xp, lu))
+    term = bordered(_bordered(la, res.a, lu, pivots, small, top))
     patched = _patched(xp, lu, _patch(xp, lu, small, top))
     return generic(Factor(res.a, patched, pivots)) + finish(term)
 

@@ -228,19 +228,21 @@ defvjp(factored, _factored_vjp)
 
 
 @primitive
-def determinant(a: Array, value: Array, la: Linalg) -> Array:
-    """``det(a)`` (computed already: ``value``) as a function of ``a``: differentiable by
-    the det rule, which factors ``a`` again (differentiably) only where ``det(a) == 0``."""
+def determinant(a: Array, value: Array, lu: Array, pivots: Array, la: Linalg) -> Array:
+    """``det(a)`` (computed already: ``value``, from ``a``'s factor ``lu``, ``pivots``) as a
+    function of ``a``: differentiable by the det rule."""
     return value
 
 
-def _det_vjp(ans: Array, a: Array, value: Array, la: Linalg) -> Any:
-    res = DET.residuals(a, None, None, ans)
+def _det_vjp(ans: Array, a: Array, value: Array, lu: Array, pivots: Array, la: Linalg) -> Any:
+    res = DET.residuals(a, lu, pivots, ans)
     return lambda g: conj(DET.vjp(differentiable(la), res, conj(g), (True,))[0])
 
 
-def _det_jvp(g: Array, ans: Array, a: Array, value: Array, la: Linalg) -> Array:
-    return DET.jvp(differentiable(la), DET.residuals(a, None, None, ans), (g,))
+def _det_jvp(
+    g: Array, ans: Array, a: Array, value: Array, lu: Array, pivots: Array, la: Linalg
+) -> Array:
+    return DET.jvp(differentiable(la), DET.residuals(a, lu, pivots, ans), (g,))
 
 
 defjvp(determinant, _det_jvp)
@@ -480,9 +482,16 @@ def replaying(la: Linalg, recorded: dict[str, Iterator[Any]]) -> Linalg:
         return Factor(a, factor.lu, factor.pivots), pair[0], pair[1], info
 
     def det(a: Array) -> tuple[Factor, Array, Array]:
-        _, value, info = replayed("det") or la.det(getval(a))
-        # No factor: where det(a) == 0 the det rule factors a again, differentiably.
-        return Factor(a, None, None), determinant(a, value, la), info
+        factor, value, info = replayed("det") or la.det(getval(a))
+        if factor.lu is None:  # a fused kernel kept no factor: factor now, for the derivative
+            factor, _ = la.lu_factor(getval(a))
+        value = determinant(a, value, factor.lu, factor.pivots, la)
+        return Factor(a, factor.lu, factor.pivots), value, info
+
+    def factored_det(a: Array, factor: Factor) -> Array:
+        lu = getval(factor.lu)
+        value = la.factored_det(getval(a), Factor(None, lu, factor.pivots))
+        return determinant(a, value, lu, factor.pivots, la)
 
     def cholesky(a: Array, upper: bool) -> tuple[Array, Array]:
         c, info = replayed("cholesky") or la.cholesky(getval(a), upper)
@@ -515,6 +524,7 @@ def replaying(la: Linalg, recorded: dict[str, Iterator[Any]]) -> Linalg:
         if_any=if_any,
         pivot_base=la.pivot_base,
         constant=getval,  # a value without its box: no derivative flows through it
+        factored_det=factored_det,
     )
 
 

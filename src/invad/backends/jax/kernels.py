@@ -114,6 +114,10 @@ class JaxKernels:
         factor, info = self.lu_factor(a)
         return factor, self._det_value(a, factor.lu, factor.pivots), info
 
+    def factored_det(self, a: Any, factor: Factor) -> Any:
+        """``det(a)`` from ``factor`` (no new LU), differentiated by the det rule."""
+        return self._det_value(a, factor.lu, factor.pivots)
+
     @functools.cached_property
     def _det_value(self) -> Callable[[Any, Any, Any], Any]:
         """``det(a)`` from ``a``'s ``lu`` and ``pivots``, differentiated (at every order) by

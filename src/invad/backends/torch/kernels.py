@@ -21,7 +21,7 @@ from typing import Any
 
 from ...rules import CholeskyFactor, Factor
 from . import _state as state
-from .functions import _apply_fast, _function_class, _in_jvp
+from .functions import _apply_fast, _differentiated, _function_class, _in_jvp
 
 
 def _check_solve_ex() -> bool:
@@ -589,6 +589,15 @@ class DifferentiableKernels(TorchKernels):
         if factor.a is None:
             return _triangular_lu_solve(factor, b, trans)
         return _lu_solve(factor.a, lu, _int32(factor.pivots), b, trans)
+
+    @staticmethod
+    def factored_det(a: Any, factor: Factor) -> Any:
+        """``det(a)`` from ``factor``; differentiable (a fresh LU of ``a``) only where this
+        derivative is differentiated in turn: a first-order backward needs the value alone."""
+        if _differentiated():
+            return _det(a)[1]
+        d, parity = _det_of_lu(factor.lu, factor.pivots)
+        return d.prod(-1) * parity
 
     @staticmethod
     def cholesky_solve(factor: CholeskyFactor, b: Any) -> Any:
