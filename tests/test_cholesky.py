@@ -136,6 +136,51 @@ def test_cholesky_solve_of_cholesky_has_the_derivatives_of_solve(h, upper):
     np.testing.assert_allclose(h.get(abar), (abar_ref + abar_ref.swapaxes(-1, -2)) / 2, atol=1e-11)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "complex128"])
+@pytest.mark.parametrize(
+    ("op", "params"),
+    [
+        ("cholesky", {}),
+        ("cholesky", {"upper": True}),
+        ("solve", {"assume_a": "pos"}),
+        ("solve", {"assume_a": "pos", "left": False}),
+    ],
+)
+def test_second_order_of_a_hermitian_input_is_hermitian(h, op, params, dtype):
+    """The Hessian of a real loss of a Hermitian matrix is self-adjoint: along a Hermitian
+    direction, reverse over reverse equals forward over reverse, and both are Hermitian
+    (as the first-order cotangent is). The AD engine's own derivative of a one-triangle
+    Cholesky once gave reverse over reverse a skew part (JAX cholesky, torch and JAX
+    solve(pos))."""
+    if not h.backend.native_ad:
+        pytest.skip(f"{h.backend.name}: no AD engine (ops.jvp and ops.vjp are first order)")
+    rng = np.random.default_rng(23)
+    a = C.positive_definite(rng, (2,), 3, dtype)
+    v = C.hermitian(C.random_array(rng, a.shape, dtype))
+    b = C.random_array(rng, (2, 3, 2), dtype)
+    if op == "solve":
+        w = C.random_array(rng, (2, 2, 3) if params.get("left") is False else b.shape, dtype)
+        b = np.swapaxes(b, -1, -2) if params.get("left") is False else b
+        fn = lambda m: getattr(h.ops, op)(m, h.put(b), **params)  # noqa: E731
+    else:
+        w = C.random_array(rng, a.shape, dtype)
+        fn = lambda m: getattr(h.ops, op)(m, **params)  # noqa: E731
+
+    def gradient(m):
+        return h.backend.native_vjp(fn, (m,), h.put(w))[0]
+
+    forward = h.get(h.backend.native_jvp(gradient, (h.put(a),), (h.put(v),)))
+    reverse = h.get(h.backend.native_vjp(gradient, (h.put(a),), h.put(v))[0])
+    step = 1e-4
+    fd = (
+        8 * (h.get(gradient(h.put(a + step * v))) - h.get(gradient(h.put(a - step * v))))
+        - (h.get(gradient(h.put(a + 2 * step * v))) - h.get(gradient(h.put(a - 2 * step * v))))
+    ) / (12 * step)
+    np.testing.assert_allclose(forward, fd, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(reverse, forward, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(reverse, np.conj(np.swapaxes(reverse, -1, -2)), atol=1e-11)
+
+
 def test_not_positive_definite_names_the_failing_minor_and_nan_gives_info(h):
     a = np.stack([np.eye(3), np.diag([1.0, 2.0, -1.0]), np.eye(3)])
     a[2, 1, 0] = np.nan  # read (lower triangle): the second pivot is NaN

@@ -275,7 +275,7 @@ class JaxKernels:
         batch = tuple(a.shape[:-2])
         if a.size == 0:
             return jnp.zeros_like(a), jnp.zeros(batch, dtype=jnp.int32)
-        c = lax.linalg.cholesky(m, symmetrize_input=False)
+        c = lax.linalg.cholesky(self._hermitian_read(m), symmetrize_input=False)
         d = jnp.diagonal(c, axis1=-2, axis2=-1)
         failed = ~jnp.all(jnp.isfinite(d) & (jnp.real(d) > 0), axis=-1)
         info = lax.cond(
@@ -284,6 +284,30 @@ class JaxKernels:
             lambda: jnp.zeros(batch, dtype=jnp.int32),
         )
         return (jnp.conj(jnp.swapaxes(c, -1, -2)) if upper else c), info
+
+    @functools.cached_property
+    def _hermitian_read(self) -> Callable[[Any], Any]:
+        """The identity, whose tangent is the Hermitian part of the input's.
+
+        ``lax.linalg.cholesky`` without ``symmetrize_input`` reads one triangle but
+        differentiates along the whole tangent, and its transpose then gives ``a`` a
+        cotangent that is not Hermitian: a derivative of the rules' derivatives (a Hessian
+        by reverse over reverse) came out skewed. The rules' own first-order derivatives do
+        not pass here (``sym(dA)`` is in the rule), so this costs nothing there."""
+        import jax
+
+        jnp = self._jnp
+
+        @jax.custom_jvp
+        def read(m: Any) -> Any:
+            return m
+
+        @read.defjvp
+        def read_jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[Any, Any]:
+            (dm,) = tangents
+            return primals[0], (dm + jnp.conj(jnp.swapaxes(dm, -1, -2))) / 2
+
+        return read
 
     def _potf2_info(self, m: Any) -> Any:
         """LAPACK ``potf2``'s ``info`` of the lower triangle of ``m``: the order of the first

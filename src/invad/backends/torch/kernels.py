@@ -606,7 +606,12 @@ class DifferentiableKernels(TorchKernels):
         derivative of ``cholesky_solve`` w.r.t. the factor and ``b``."""
         if factor.a is None or factor.upper:
             return _cholesky_solve(factor, b)
-        return _lu_solve(factor.a, factor.c, None, b, "P")
+        a = factor.a
+        if _differentiated():
+            # The solve is differentiated w.r.t. a as a general matrix; a Hermitian a's
+            # cotangent (at the next order too) is the Hermitian part of that.
+            a = (a + a.mH) / 2
+        return _lu_solve(a, factor.c, None, b, "P")
 
 
 def _triangular_lu_solve(factor: Factor, b: Any, trans: str) -> Any:
