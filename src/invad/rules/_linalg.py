@@ -169,7 +169,8 @@ class Linalg:
     factored_det: Callable[[Array, Factor], Array] = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        # the defaults for plugins that build a Linalg themselves, as Linalg.build picks them
+        # the portable defaults of the optional kernels, for Linalg.build and for plugins
+        # that build a Linalg themselves
         xp = self.xp
         if self.first_zero is None:
             object.__setattr__(self, "first_zero", lambda d: first_zero(xp, d))
@@ -219,6 +220,12 @@ class Linalg:
             factor, info = lu_factor(a)
             return factor, det_of_lu(xp, factor, base), info
 
+        # the optional kernels the backend has: __post_init__ gives the portable ones
+        optional: dict[str, Any] = {
+            name: kernel
+            for name in _OPTIONAL
+            if (kernel := getattr(kernels, name, None)) is not None
+        }
         return cls(
             xp=xp,
             lu_factor=lu_factor,
@@ -237,13 +244,12 @@ class Linalg:
                 "if_any", lambda mask, then, otherwise: portable_if_any(xp, mask, then, otherwise)
             ),
             pivot_base=base,
-            first_zero=pick("first_zero", lambda d: first_zero(xp, d)),
-            packed_outer=pick(
-                "packed_outer", lambda h, y, g, x: portable_packed_outer(xp, h, y, g, x)
-            ),
-            constant=pick("constant", _identity),
-            factored_det=pick("factored_det", lambda a, f: det_of_lu(xp, f, base)),
+            **optional,
         )
+
+
+#: The Linalg fields that default to portable kernels in ``Linalg.__post_init__``.
+_OPTIONAL = ("first_zero", "packed_outer", "constant", "factored_det")
 
 
 def _identity(x: Array) -> Array:

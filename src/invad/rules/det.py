@@ -211,10 +211,11 @@ class _Bordered(NamedTuple):
     adj_c: Array  # adj(C), C = I - Y^T B^-1 X, (..., 2, 2)
 
 
-def _bordered(la: Linalg, a: Array, lu: Array, pivots: Array, small: Array, top: Array) -> Any:
+def _bordered(
+    la: Linalg, a: Array, lu: Array, pivots: Array, small: Array, delta: Array
+) -> _Bordered:
     xp = la.xp
     n = lu.shape[-1]
-    delta = _patch(xp, lu, small, top)
     unit_lower = xp.tril(lu, k=-1) + _eye(xp, lu)
     d = la.constant(la.permute_rows(pivots, unit_lower * delta[..., None, :], True))
     b = a + d  # nonsingular, with A's derivative; P L U' factors it
@@ -256,7 +257,6 @@ def _with_adjugate(
     gives zeros), and ``finish`` makes the matrix of them. Every piece is a derivative of
     ``A`` through ``B = A + const`` or the output ``det(A)``, so the result can be
     differentiated again, at every order."""
-    xp = la.xp
     if res.a.shape[-1] == 0:
         return generic(Factor(res.a, res.lu, res.pivots))
     if res.lu is None:
@@ -264,38 +264,32 @@ def _with_adjugate(
         # no derivative): no pivots to read, so the exact zeros that det shows. To first
         # order the generic formula is accurate near singular matrices; at them it is 0/0.
         full = la.if_any(
-            res.det == 0,
-            lambda: _bordered_derivative(la, res, generic, bordered, finish),
-            lambda: None,
+            res.det == 0, lambda: _from_pivots(la, res, generic, bordered, finish), lambda: None
         )
         return generic(Factor(res.a, None, None)) if full is None else full
-    lu, pivots = _factor_of(la, res)
-    small, top = _small_pivots(xp, diagonal(xp, lu))
-    term = la.if_any(
-        xp.any(small, axis=-1),
-        lambda: bordered(_bordered(la, res.a, lu, pivots, small, top)),
-        lambda: None,
-    )
-    if term is None:
-        return generic(Factor(res.a, res.lu, res.pivots))
-    patched = _patched(xp, lu, _patch(xp, lu, small, top))
-    return generic(Factor(res.a, patched, pivots)) + finish(term)
+    return _from_pivots(la, res, generic, bordered, finish)
 
 
-def _bordered_derivative(
+def _from_pivots(
     la: Linalg,
     res: DetResiduals,
     generic: Callable[[Factor], Array],
     bordered: Callable[[_Bordered], Any],
     finish: Callable[[Any], Array],
 ) -> Array:
-    """The bordered derivative of every matrix of the batch, from a factorization made now."""
+    """:func:`_with_adjugate` where the pivots can be read (factored now if none were kept)."""
     xp = la.xp
     lu, pivots = _factor_of(la, res)
     small, top = _small_pivots(xp, diagonal(xp, lu))
-    term = bordered(_bordered(la, res.a, lu, pivots, small, top))
-    patched = _patched(xp, lu, _patch(xp, lu, small, top))
-    return generic(Factor(res.a, patched, pivots)) + finish(term)
+    delta = _patch(xp, lu, small, top)
+    term = la.if_any(
+        xp.any(small, axis=-1),
+        lambda: bordered(_bordered(la, res.a, lu, pivots, small, delta)),
+        lambda: None,
+    )
+    if term is None:
+        return generic(Factor(res.a, res.lu, res.pivots))
+    return generic(Factor(res.a, _patched(xp, lu, delta), pivots)) + finish(term)
 
 
 def _det_jvp(la: Linalg, res: DetResiduals, tangents: tuple[Array | None]) -> Array | None:
