@@ -38,6 +38,10 @@ EVERY_BACKEND = (
     "tests/test_threads.py",
     "tests/test_quiet.py",
 )
+#: Two pytest worker processes (pytest-xdist) where tests are compile-bound (JAX): XLA
+#: compiles a program on one core, so on two cores two workers take about 0.7 of the time.
+XDIST = "pytest-xdist>=3.8"
+TWO_WORKERS = ("-n", "2")
 #: The Python blocks of README.md and docs/: each session runs those of its framework.
 CODE_BLOCKS = "tests/test_code_blocks.py"
 
@@ -119,9 +123,9 @@ def tests_jax(session: nox.Session) -> None:
     device contract and the mesh tests (jit over sharded batches, shard_map) run in a
     pytest process of their own.
     """
-    session.install(".[test,jax]")
+    session.install(".[test,jax]", XDIST)
     x64 = {"JAX_ENABLE_X64": "1"}
-    pytest(session, "jax", "tests/test_jax.py", *EVERY_BACKEND, env=x64)
+    pytest(session, "jax", "tests/test_jax.py", *EVERY_BACKEND, *TWO_WORKERS, env=x64)
     # Two processes joined by jax.distributed, one device each (the test spawns them).
     pytest(session, "jax", "tests/test_jax_multiprocess.py", env=x64)
     two_devices = {**x64, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
@@ -137,7 +141,7 @@ def tests_jax(session: nox.Session) -> None:
     )
     # The single-precision cases ran above (the kit without 64-bit JAX, a subprocess of
     # test_kit): here the double-precision ones, each case a compilation on JAX.
-    conformance(session, "jax", "-k", "not float32 and not complex64", env=x64)
+    conformance(session, "jax", "-k", "not float32 and not complex64", *TWO_WORKERS, env=x64)
 
 
 def cuda_gpu_visible() -> bool:

@@ -77,3 +77,29 @@ def test_top_level_dispatch_of_lists_goes_to_numpy():
     np.testing.assert_allclose(invad.solve([[2.0, 0.0], [0.0, 4.0]], [1.0, 1.0]), [0.5, 0.25])
     with pytest.raises(TypeError, match=r"no installed backend owns arrays of type builtins\.set"):
         invad.inv({1.0})
+
+
+@pytest.mark.parametrize("dtype", ["float64", "complex128"])
+def test_a_python_number_is_the_cotangent_of_a_0d_output(harness: Harness, dtype: str):
+    """``ops.vjp`` takes a Python number for a 0-d output (det, slogdet's logabsdet) as an
+    array of that output's dtype: the same cotangents as the array, in the input's dtype."""
+    if harness.unsupported().get(dtype):
+        pytest.skip(harness.unsupported()[dtype])
+    rng = np.random.default_rng(5)
+    a_np = rng.standard_normal((3, 3)) + 3 * np.eye(3)
+    if dtype == "complex128":
+        a_np = a_np + 1j * rng.standard_normal((3, 3))
+    a = harness.put(a_np)
+    ops = harness.ops
+    for number in (2, 1.5, 0.5j) if dtype == "complex128" else (2, 1.5):
+        (got,) = ops.vjp("det", (a,), number)[1]
+        (expected,) = ops.vjp("det", (a,), harness.put(np.asarray(number, dtype=dtype)))[1]
+        np.testing.assert_allclose(harness.get(got), harness.get(expected), rtol=1e-13)
+        assert str(harness.get(got).dtype) == dtype
+        # d det = tr(adj(A) dA): in the adjoint convention Abar = number conj(adj(A))^T
+        adjugate = np.linalg.det(a_np) * np.linalg.inv(a_np)
+        np.testing.assert_allclose(
+            harness.get(got), number * adjugate.conj().T, rtol=1e-10, atol=1e-12
+        )
+    (got,) = ops.vjp("slogdet", (a,), (None, 1.0))[1]
+    np.testing.assert_allclose(harness.get(got), np.linalg.inv(a_np).conj().T, rtol=1e-10)

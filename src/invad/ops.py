@@ -89,16 +89,7 @@ class Ops:
     ) -> tuple[Any, Any]:
         primal = self._primal(rule, primals, params)
         check_tangents(rule, primals, tangents)
-        out = rule.jvp(self.la, primal.residuals, tangents, **params)
-        values = rule.values(primal)
-        douts = out if rule.multi else (out,)
-        douts = tuple(
-            None if not diff else self.xp.zeros_like(v) if d is None else d
-            for v, d, diff in zip(values, douts, rule.differentiable)
-        )
-        if rule.returns_info:
-            return rule.result(primal), (*douts, None)
-        return rule.result(primal), douts if rule.multi else douts[0]
+        return jvp_of_primal(rule, self.la, primal, tangents, params)
 
     def vjp(
         self, op: str, primals: Sequence[Array], cotangents: Any, **params: Any
@@ -127,18 +118,47 @@ class Ops:
     ) -> tuple[Any, tuple[Array, ...]]:
         primal = self._primal(rule, primals, params)
         fitted = check_cotangents(rule, rule.values(primal), cotangents, self._number)
-        needs = tuple(not integer for integer in rule.integer)
-        if rule.multi:
-            xbars = rule.vjp(self.la, primal.residuals, tuple(fitted), needs, **params)
-        elif fitted[0] is None:
-            xbars = (None,) * len(primals)
-        else:
-            xbars = rule.vjp(self.la, primal.residuals, fitted[0], needs, **params)
-        xbars = tuple(
-            None if integer else self.xp.zeros_like(x) if xb is None else xb
-            for x, xb, integer in zip(primals, xbars, rule.integer)
-        )
-        return rule.result(primal), xbars
+        return vjp_of_primal(rule, self.la, primals, primal, fitted, params)
+
+
+def jvp_of_primal(
+    rule: Rule, la: Linalg, primal: Primal, tangents: tuple[Any, ...], params: Any
+) -> tuple[Any, Any]:
+    """What ``ops.jvp`` returns, from the op's checked primal and checked tangents."""
+    out = rule.jvp(la, primal.residuals, tangents, **params)
+    values = rule.values(primal)
+    douts = out if rule.multi else (out,)
+    douts = tuple(
+        None if not diff else la.xp.zeros_like(v) if d is None else d
+        for v, d, diff in zip(values, douts, rule.differentiable)
+    )
+    if rule.returns_info:
+        return rule.result(primal), (*douts, None)
+    return rule.result(primal), douts if rule.multi else douts[0]
+
+
+def vjp_of_primal(
+    rule: Rule,
+    la: Linalg,
+    primals: tuple[Array, ...],
+    primal: Primal,
+    fitted: Sequence[Any],
+    params: Any,
+) -> tuple[Any, tuple[Array, ...]]:
+    """What ``ops.vjp`` returns, from the op's checked primal and the cotangents as
+    :func:`check_cotangents` fits them."""
+    needs = tuple(not integer for integer in rule.integer)
+    if rule.multi:
+        xbars = rule.vjp(la, primal.residuals, tuple(fitted), needs, **params)
+    elif fitted[0] is None:
+        xbars = (None,) * len(primals)
+    else:
+        xbars = rule.vjp(la, primal.residuals, fitted[0], needs, **params)
+    xbars = tuple(
+        None if integer else la.xp.zeros_like(x) if xb is None else xb
+        for x, xb, integer in zip(primals, xbars, rule.integer)
+    )
+    return rule.result(primal), xbars
 
 
 def check_primals(rule: Rule, primals: Sequence[Array]) -> None:
@@ -175,10 +195,12 @@ def check_cotangents(
     values: Sequence[Array],
     cotangents: Any,
     number: Callable[[Any, Array], Array],
+    numbers: tuple[type, ...] = (int, float, complex),
 ) -> list[Any]:
     """``ops.vjp``'s cotangents, one per value output of shape ``values``' (``info``'s dropped),
     as a list with ``None`` for zero and for the outputs that are not differentiable.
-    ``number(ct, v)`` makes an array like ``v`` of a Python number (for a 0-d output)."""
+    ``number(ct, v)`` makes an array like ``v`` of a Python number (for a 0-d output), or
+    of an instance of another of the types ``numbers``."""
     op = rule.name
     several = rule.returns_info or rule.multi
     cts = tuple(cotangents)[: len(values)] if several else (cotangents,)
@@ -192,7 +214,7 @@ def check_cotangents(
         if ct is None or not diff:
             fitted.append(None)
             continue
-        if isinstance(ct, (int, float, complex)):  # a Python number for a 0-d output
+        if isinstance(ct, numbers):  # a Python number for a 0-d output
             ct = number(ct, v)
         if tuple(ct.shape) != tuple(v.shape):
             raise ValueError(

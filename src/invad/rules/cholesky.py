@@ -52,11 +52,12 @@ def lh_solve(la: Linalg, c: Array, upper: bool, y: Array) -> Array:
 
 
 def _phi(xp: Any, x: Array) -> Array:
-    """The lower triangle of ``x`` with its diagonal halved."""
+    """The lower triangle of ``x`` with its diagonal halved: ``x`` times a constant mask,
+    one pass over the batch (JAX transposes it to the same product, where a tril and a
+    diagonal update would transpose to a diagonal gather and scatter)."""
     n = x.shape[-1]
-    return (
-        xp.tril(x) - diagonal(xp, x)[..., None, :] * xp.eye(n, dtype=x.dtype, device=device(x)) / 2
-    )
+    ones = xp.ones((n, n), dtype=x.dtype, device=device(x))
+    return x * (xp.tril(ones) - xp.eye(n, dtype=x.dtype, device=device(x)) / 2)
 
 
 def _sym_phi(xp: Any, x: Array) -> Array:

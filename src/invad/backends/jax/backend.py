@@ -12,10 +12,11 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from ...backend import Backend, not_accepted
+from ...backend import Backend, Derivatives, not_accepted
 from ...hookspecs import hookimpl
 from ...rules import Linalg, Rule
 from . import _state as state
+from .derivatives import jitted_derivatives
 from .kernels import JaxKernels
 from .op import native_op
 
@@ -100,6 +101,10 @@ class JaxBackend(Backend):
 
     def kernels(self, device: Any) -> JaxKernels:
         return JaxKernels()
+
+    def derivatives(self, rule: Rule, la: Linalg) -> Derivatives:
+        """``ops.jvp`` and ``ops.vjp``, each one jitted program (:mod:`.derivatives`)."""
+        return jitted_derivatives(self, rule, la)
 
     def to_numpy(self, x: Any) -> Any:
         return np.asarray(x)
