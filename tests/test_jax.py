@@ -1002,27 +1002,54 @@ def test_reverse_mode_reuses_the_one_factorization(ops, op):
         assert _count(jaxpr, "scatter-add") == 0
 
 
+def compilations(calls) -> list[str]:
+    """JAX's log lines announcing a compilation while ``calls()`` runs."""
+    import logging
+
+    records = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    logger = logging.getLogger("jax")
+    handler = Catch()
+    with jax.log_compiles(True):
+        logger.addHandler(handler)
+        try:
+            calls()
+        finally:
+            logger.removeHandler(handler)
+    return [r for r in records if "Compiling" in r]
+
+
 def test_ops_are_compiled_once_per_parameter_combination(ops):
     a, b = inputs("solve", C.SHAPES["solve"][5], "float64")
     first = ops.solve(a, b, left=False)
-    with jax.log_compiles(True):
-        import logging
 
-        records = []
+    def again():
+        for _ in range(3):
+            assert_close(ops.solve(a, b, left=False), first)
 
-        class Catch(logging.Handler):
-            def emit(self, record):
-                records.append(record.getMessage())
+    assert not compilations(again)
 
-        logger = logging.getLogger("jax")
-        handler = Catch()
-        logger.addHandler(handler)
-        try:
-            for _ in range(3):
-                assert_close(ops.solve(a, b, left=False), first)
-        finally:
-            logger.removeHandler(handler)
-    assert not [r for r in records if "Compiling" in r], records
+
+def test_ops_jvp_and_vjp_are_one_program_compiled_once(ops):
+    """ops.jvp / ops.vjp: one jitted program per op and parameters, compiled on the first
+    call only; a Python number as a cotangent is data, not a reason to compile again."""
+    a, b = inputs("solve", C.SHAPES["solve"][5], "float64")
+    det_input = a[0]
+    jvp = ops.jvp("solve", (a, b), (a, b), left=False)
+    vjp = ops.vjp("det", (det_input,), 1.0)
+
+    def again():
+        for number in (2.0, -0.5, 3):
+            out = ops.jvp("solve", (a, b), (a, b), left=False)
+            assert_close(out[1], jvp[1])
+            got = ops.vjp("det", (det_input,), number)
+            assert_close(got[1][0], number * np.asarray(vjp[1][0]))
+
+    assert not compilations(again)
 
 
 # -- devices --------------------------------------------------------------------------

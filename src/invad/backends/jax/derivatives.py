@@ -97,8 +97,10 @@ def _register_number() -> None:
 
 
 def _numbers_marked(cotangents: Any) -> Any:
-    if isinstance(cotangents, (int, float, complex)):
+    if isinstance(cotangents, complex):
         return _Number(np.asarray(cotangents))
+    if isinstance(cotangents, (int, float)):  # int and float alike: one program for both
+        return _Number(np.asarray(float(cotangents)))
     if isinstance(cotangents, (tuple, list)):
         return type(cotangents)(_numbers_marked(ct) for ct in cotangents)
     return cotangents
