@@ -1,6 +1,6 @@
 """The test matrix: one session per backend, each in its own environment.
 
-nox                    # every session (about half an hour on 2 cores, most of it tests-jax)
+nox                    # every session (about 37 minutes on 2 cores, 25 of them tests-jax)
 nox -s tests-numpy     # one of them
 
 Each session's time is in README.md and CONTRIBUTING.md.
