@@ -26,6 +26,7 @@ from ...ops import (
 )
 from ...rules import Linalg, Rule
 from . import _state as state
+from .op import _static
 
 if TYPE_CHECKING:
     from .backend import JaxBackend
@@ -108,8 +109,3 @@ def _numbers_marked(cotangents: Any) -> Any:
 
 def _number(ct: _Number, like: Any) -> Any:
     return ct.value.astype(like.dtype)
-
-
-def _static(value: Any) -> Any:
-    """A parameter as a hashable static value (``axes`` may come as a list)."""
-    return tuple(value) if isinstance(value, list) else value
