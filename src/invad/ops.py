@@ -243,12 +243,19 @@ def _check_same_device(
             )
 
 
+def check_inputs(
+    rule: Rule, xp: Any, backend: Backend, args: Sequence[Array], params: dict[str, Any]
+) -> None:
+    """The op's checks of its accepted inputs: dtypes, shapes, parameters, one device."""
+    rule.check(xp, rule.name, *args, **params)
+    _check_same_device(backend, rule.name, args, rule.contract.inputs)
+
+
 def checked_primal(
     rule: Rule, la: Linalg, backend: Backend, args: Sequence[Array], params: dict[str, Any]
 ) -> Primal:
     """Check the input, run the primal, and raise on a singular matrix unless ``_ex``."""
-    rule.check(la.xp, rule.name, *args, **params)
-    _check_same_device(backend, rule.name, args, rule.contract.inputs)
+    check_inputs(rule, la.xp, backend, args, params)
     primal = rule.primal(la, *args, **params)
     if rule.raises and not rule.returns_info:
         backend.raise_if_singular(

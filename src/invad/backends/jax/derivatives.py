@@ -10,6 +10,7 @@ raises on a singular matrix, so nothing there needs a value read on the host.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +18,8 @@ import numpy as np
 
 from ...backend import Derivatives
 from ...ops import (
-    _check_same_device,
     check_cotangents,
+    check_inputs,
     check_primals,
     check_tangents,
     jvp_of_primal,
@@ -31,23 +32,16 @@ from .op import _static
 if TYPE_CHECKING:
     from .backend import JaxBackend
 
-_registered = False  # _Number as a pytree node: once, on the first install (jax is loaded)
-
 
 def jitted_derivatives(backend: JaxBackend, rule: Rule, la: Linalg) -> Derivatives:
     """``ops.jvp`` and ``ops.vjp`` of ``rule``, each jitted per static parameter combination."""
-    name, inputs, xp = rule.name, rule.contract.inputs, la.xp
-    global _registered
-    if not _registered:
-        _register_number()
-        _registered = True
+    _register_number()
     programs: dict[tuple[Any, ...], Callable[..., Any]] = {}
 
     def checked(primals: tuple[Any, ...], params: dict[str, Any]) -> tuple[Any, ...]:
         check_primals(rule, primals)
-        primals = backend.accept(name, inputs, primals)
-        rule.check(xp, name, *primals, **params)
-        _check_same_device(backend, name, primals, inputs)
+        primals = backend.accept(rule.name, rule.contract.inputs, primals)
+        check_inputs(rule, la.xp, backend, primals, params)
         return primals
 
     def program(body: Callable[..., Any], params: dict[str, Any]) -> Callable[..., Any]:
@@ -91,6 +85,7 @@ class _Number:
         self.value = value
 
 
+@functools.cache  # once: on the first install, when jax is loaded
 def _register_number() -> None:
     state.jax.tree_util.register_pytree_node(
         _Number, lambda n: ((n.value,), None), lambda _, leaves: _Number(leaves[0])
