@@ -49,6 +49,28 @@ def test_another_frameworks_array_is_a_type_error_naming_the_expected_type(harne
             harness.ops.inv(x)
 
 
+def test_a_tangent_or_cotangent_of_another_framework_is_a_type_error_naming_it(harness: Harness):
+    """``ops.jvp``'s tangents and ``ops.vjp``'s cotangents are converted as the inputs are, and
+    refused as they are: a ``TypeError`` that says which tangent, not an AttributeError from
+    inside a rule."""
+    a = harness.put(np.eye(2) * 2)
+    for x in foreign_arrays(harness):
+        kind = f"{type(x).__module__}.{type(x).__qualname__}"
+        with pytest.raises(TypeError, match=rf"invad\.inv: the tangent of `a` is a {kind}"):
+            harness.ops.jvp("inv", (a,), (x,))
+        with pytest.raises(TypeError, match=rf"invad\.inv: the cotangent of `inverse` is a {kind}"):
+            harness.ops.vjp("inv", (a,), x)
+        with pytest.raises(TypeError, match=r"invad\.slogdet: the cotangent of `logabsdet` is a"):
+            harness.ops.vjp("slogdet", (a,), (None, x))
+    if not TAKES_NUMPY.get(harness.backend.name, False):
+        return
+    # Where the framework converts NumPy arrays, a NumPy tangent is as good as its own.
+    # inv's JVP is -A^-1 t A^-1 and its VJP -A^-H t A^-H: both -t / 4 at A = 2 I.
+    t = np.array([[1.0, 0.5], [0.0, 1.0]])
+    np.testing.assert_allclose(harness.get(harness.ops.jvp("inv", (a,), (t,))[1]), -t / 4)
+    np.testing.assert_allclose(harness.get(harness.ops.vjp("inv", (a,), t)[1][0]), -t / 4)
+
+
 def test_lists_follow_the_frameworks_own_linalg(harness: Harness):
     a, b = [[2.0, 1.0], [1.0, 3.0]], [1.0, 2.0]
     if TAKES_LISTS.get(harness.backend.name, False):
@@ -103,3 +125,39 @@ def test_a_python_number_is_the_cotangent_of_a_0d_output(harness: Harness, dtype
         )
     (got,) = ops.vjp("slogdet", (a,), (None, 1.0))[1]
     np.testing.assert_allclose(harness.get(got), np.linalg.inv(a_np).conj().T, rtol=1e-10)
+
+
+def test_a_tangent_or_cotangent_takes_its_arrays_dtype_but_never_drops_an_imaginary_part(
+    harness: Harness,
+):
+    """``ops.jvp``/``ops.vjp`` cast a tangent (cotangent) to the dtype of its input (output),
+    as torch casts the gradients it is given: the same derivatives as of the cast array, in
+    the op's dtype. A complex one of a real array is a ValueError: the cast would keep only
+    its real part, the derivative along another direction than the one asked."""
+    for dtype in ("float32", "float64", "complex128"):
+        if harness.unsupported().get(dtype):
+            pytest.skip(harness.unsupported()[dtype])
+    rng = np.random.default_rng(8)
+    a_np = rng.standard_normal((3, 3)) + 3 * np.eye(3)
+    t_np = rng.standard_normal((3, 3))
+    ops, put, get = harness.ops, harness.put, harness.get
+    a, a_complex = put(a_np), put(a_np.astype(np.complex128))
+    cases = (  # (primal, the tangent given, the same tangent in the primal's dtype)
+        (a, put(t_np.astype(np.float32)), put(t_np.astype(np.float32).astype(np.float64))),
+        (a_complex, put(t_np), put(t_np.astype(np.complex128))),
+    )
+    for primal, given, cast in cases:
+        for got, expected in (
+            (ops.jvp("inv", (primal,), (given,))[1], ops.jvp("inv", (primal,), (cast,))[1]),
+            (ops.vjp("inv", (primal,), given)[1][0], ops.vjp("inv", (primal,), cast)[1][0]),
+        ):
+            assert str(get(got).dtype) == str(get(expected).dtype) == str(get(primal).dtype)
+            np.testing.assert_array_equal(get(got), get(expected))
+    complex_t = put(t_np + 1j * t_np)
+    real = r"invad\.inv: the tangent of `a` is complex .* but `a` is real"
+    with pytest.raises(ValueError, match=real):
+        ops.jvp("inv", (a,), (complex_t,))
+    with pytest.raises(ValueError, match=r"invad\.inv: the cotangent of `inverse` is complex"):
+        ops.vjp("inv", (a,), complex_t)
+    with pytest.raises(ValueError, match=r"invad\.det: the cotangent of `det` is complex"):
+        ops.vjp("det", (a,), 1 + 2j)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .backend import Backend, Derivatives
+import numpy as np
+
+from .backend import Backend, Derivatives, type_name
 from .rules import RULES, Linalg, Primal, Rule
 
 Array = Any
@@ -88,8 +90,9 @@ class Ops:
         self, rule: Rule, primals: tuple[Array, ...], tangents: tuple[Any, ...], params: Any
     ) -> tuple[Any, Any]:
         primal = self._primal(rule, primals, params)
-        check_tangents(rule, primals, tangents)
-        return jvp_of_primal(rule, self.la, primal, tangents, params)
+        tangents = accepted_tangents(rule, self.backend, tangents)
+        fitted = check_tangents(rule, self.xp, primals, tangents)
+        return jvp_of_primal(rule, self.la, primal, tuple(fitted), params)
 
     def vjp(
         self, op: str, primals: Sequence[Array], cotangents: Any, **params: Any
@@ -117,7 +120,8 @@ class Ops:
         self, rule: Rule, primals: tuple[Array, ...], cotangents: Any, params: Any
     ) -> tuple[Any, tuple[Array, ...]]:
         primal = self._primal(rule, primals, params)
-        fitted = check_cotangents(rule, rule.values(primal), cotangents, self._number)
+        cotangents = accepted_cotangents(rule, self.backend, cotangents)
+        fitted = check_cotangents(rule, self.xp, rule.values(primal), cotangents, self._number)
         return vjp_of_primal(rule, self.la, primals, primal, fitted, params)
 
 
@@ -170,16 +174,61 @@ def check_primals(rule: Rule, primals: Sequence[Array]) -> None:
         )
 
 
-def check_tangents(rule: Rule, primals: Sequence[Array], tangents: Sequence[Any]) -> None:
-    """``ops.jvp``'s tangents: one per input, ``None`` for integer inputs, the inputs' shapes."""
+#: What ``ops.vjp`` takes as the cotangent of a 0-d output besides an array.
+NUMBERS: tuple[type, ...] = (int, float, complex, np.generic)
+
+
+def accepted_tangents(rule: Rule, backend: Backend, tangents: Sequence[Any]) -> tuple[Any, ...]:
+    """``ops.jvp``'s tangents as the backend's arrays, converted as it converts the inputs
+    (:meth:`Backend.accept`: NumPy takes lists, JAX NumPy arrays), or a ``TypeError`` that
+    names the tangent; before :func:`check_tangents`."""
+    given = tuple(tangents)
+    names = rule.contract.inputs
+    fitted = [_accepted(rule.name, backend, "tangent", n, t) for n, t in zip(names, given)]
+    return (*fitted, *given[len(fitted) :])  # too many: check_tangents says so
+
+
+def accepted_cotangents(rule: Rule, backend: Backend, cotangents: Any) -> Any:
+    """``ops.vjp``'s cotangents as :func:`accepted_tangents` takes tangents, in the structure
+    given (numbers for 0-d outputs kept: :func:`check_cotangents` makes them arrays)."""
+    op, names = rule.name, rule.value_names
+    if not (rule.returns_info or rule.multi):
+        return _accepted(op, backend, "cotangent", names[0], cotangents)
+    if not isinstance(cotangents, (tuple, list)):
+        return cotangents  # check_cotangents says what is wrong with it
+    given = tuple(cotangents)
+    fitted = [_accepted(op, backend, "cotangent", n, ct) for n, ct in zip(names, given)]
+    return (*fitted, *given[len(fitted) :])
+
+
+def _accepted(op: str, backend: Backend, what: str, name: str, x: Any) -> Any:
+    if x is None or (what == "cotangent" and isinstance(x, NUMBERS)):
+        return x
+    try:
+        (x,) = backend.accept(op, (name,), (x,))
+    except TypeError:
+        raise TypeError(
+            f"invad.{op}: the {what} of `{name}` is a {type_name(x)}; the {backend.name!r} "
+            f"backend takes {backend.array_type}"
+        ) from None
+    return x
+
+
+def check_tangents(
+    rule: Rule, xp: Any, primals: Sequence[Array], tangents: Sequence[Any]
+) -> list[Any]:
+    """``ops.jvp``'s tangents: one per input, ``None`` for integer inputs, the inputs' shapes;
+    returned in the inputs' dtypes (:func:`_fitted`)."""
     op = rule.name
     if len(tangents) != len(primals):
         raise TypeError(
             f"invad.{op}: expected {len(primals)} tangents "
             f"({', '.join(rule.contract.inputs)}), got {len(tangents)}"
         )
+    fitted: list[Any] = []
     for name, x, t, integer in zip(rule.contract.inputs, primals, tangents, rule.integer):
         if t is None:
+            fitted.append(None)
             continue
         if integer:
             raise ValueError(f"invad.{op}: `{name}` is an integer input; its tangent is None")
@@ -188,19 +237,43 @@ def check_tangents(rule: Rule, primals: Sequence[Array], tangents: Sequence[Any]
                 f"invad.{op}: the tangent of `{name}` has shape {tuple(t.shape)}, "
                 f"expected {tuple(x.shape)}"
             )
+        fitted.append(_fitted(xp, op, "tangent", name, t, x))
+    return fitted
+
+
+def _fitted(xp: Any, op: str, what: str, name: str, t: Array, like: Array) -> Array:
+    """A tangent or cotangent ``t`` in the dtype of the array ``like`` it belongs to, as torch
+    casts the gradients it is given. Not a complex one of a real array: a real function's
+    derivative is real-linear, and keeping only the real part (what a cast does) would
+    answer for another direction than the one asked."""
+    if t.dtype == like.dtype:
+        return t
+    if xp.isdtype(t.dtype, "complex floating") and not xp.isdtype(like.dtype, "complex floating"):
+        raise _complex_for_real(op, what, name, t.dtype, like.dtype)
+    return xp.astype(t, like.dtype)
+
+
+def _complex_for_real(op: str, what: str, name: str, given: Any, real: Any) -> ValueError:
+    return ValueError(
+        f"invad.{op}: the {what} of `{name}` is complex ({given}) but `{name}` is real "
+        f"({real}); give a real {what} (for a complex one, take its real and imaginary "
+        "parts separately)"
+    )
 
 
 def check_cotangents(
     rule: Rule,
+    xp: Any,
     values: Sequence[Array],
     cotangents: Any,
     number: Callable[[Any, Array], Array],
-    numbers: tuple[type, ...] = (int, float, complex),
+    numbers: tuple[type, ...] = NUMBERS,
 ) -> list[Any]:
     """``ops.vjp``'s cotangents, one per value output of shape ``values``' (``info``'s dropped),
-    as a list with ``None`` for zero and for the outputs that are not differentiable.
-    ``number(ct, v)`` makes an array like ``v`` of a Python number (for a 0-d output), or
-    of an instance of another of the types ``numbers``."""
+    as a list with ``None`` for zero and for the outputs that are not differentiable, in the
+    outputs' dtypes (:func:`_fitted`). ``number(ct, v)`` makes an array like ``v`` of a
+    Python or NumPy number (for a 0-d output), or of an instance of another of the types
+    ``numbers`` (whose ``value`` is then an array)."""
     op = rule.name
     several = rule.returns_info or rule.multi
     cts = tuple(cotangents)[: len(values)] if several else (cotangents,)
@@ -214,14 +287,18 @@ def check_cotangents(
         if ct is None or not diff:
             fitted.append(None)
             continue
-        if isinstance(ct, numbers):  # a Python number for a 0-d output
+        if isinstance(ct, numbers):  # a number for a 0-d output
+            value: Any = getattr(ct, "value", ct)  # a number, or a ``numbers`` node's array
+            if np.iscomplexobj(value) and not xp.isdtype(v.dtype, "complex floating"):
+                given = getattr(value, "dtype", None) or np.asarray(value).dtype
+                raise _complex_for_real(op, "cotangent", name, given, v.dtype)
             ct = number(ct, v)
         if tuple(ct.shape) != tuple(v.shape):
             raise ValueError(
                 f"invad.{op}: the cotangent of `{name}` has shape {tuple(ct.shape)}, "
                 f"expected {tuple(v.shape)}"
             )
-        fitted.append(ct)
+        fitted.append(_fitted(xp, op, "cotangent", name, ct, v))
     return fitted
 
 

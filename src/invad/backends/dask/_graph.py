@@ -39,7 +39,14 @@ from dask.array.core import unify_chunks
 from dask.layers import ArraySliceDep
 
 from ...backend import Backend, Derivatives
-from ...ops import check_cotangents, check_primals, check_tangents, op_docstring
+from ...ops import (
+    accepted_cotangents,
+    accepted_tangents,
+    check_cotangents,
+    check_primals,
+    check_tangents,
+    op_docstring,
+)
 from ...rules import Linalg, Rule
 from ...rules._linalg import ArrayMeta, broadcast_batch
 from . import _chunks
@@ -421,7 +428,8 @@ def lazy_derivatives(rule: Rule, backend: Backend) -> Derivatives:
 
     def jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...], params: dict[str, Any]) -> Any:
         plan = plan_for(primals, params)
-        check_tangents(rule, primals, tangents)
+        tangents = accepted_tangents(rule, backend, tangents)
+        tangents = tuple(check_tangents(rule, backend.namespace(), primals, tangents))
         forward = plan.forward()
         result = plan.result(plan.outputs(forward))
         douts = plan.jvp(forward, tangents)[: len(rule.value_names)]
@@ -435,7 +443,11 @@ def lazy_derivatives(rule: Rule, backend: Backend) -> Derivatives:
         outputs = plan.outputs(forward)
         values = outputs[: len(rule.value_names)]
         cts = check_cotangents(
-            rule, values, cotangents, lambda ct, v: da.asarray(np.asarray(ct, dtype=v.dtype))
+            rule,
+            backend.namespace(),
+            values,
+            accepted_cotangents(rule, backend, cotangents),
+            lambda ct, v: da.asarray(np.asarray(ct, dtype=v.dtype)),
         )
         if all(ct is None for ct in cts):
             xbars = [

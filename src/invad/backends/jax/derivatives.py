@@ -18,6 +18,8 @@ import numpy as np
 
 from ...backend import Derivatives
 from ...ops import (
+    accepted_cotangents,
+    accepted_tangents,
     check_cotangents,
     check_inputs,
     check_primals,
@@ -58,16 +60,18 @@ def jitted_derivatives(backend: JaxBackend, rule: Rule, la: Linalg) -> Derivativ
 
     def vjp_program(primals: Any, cotangents: Any, params: dict[str, Any]) -> Any:
         primal = rule.primal(la, *primals, **params)
-        fitted = check_cotangents(rule, rule.values(primal), cotangents, _number, (_Number,))
+        fitted = check_cotangents(rule, la.xp, rule.values(primal), cotangents, _number, (_Number,))
         return vjp_of_primal(rule, la, primals, primal, fitted, params)
 
     def jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...], params: dict[str, Any]) -> Any:
         primals = checked(tuple(primals), params)
-        check_tangents(rule, primals, tangents)
-        return program(jvp_program, params)(primals, tuple(tangents))
+        tangents = accepted_tangents(rule, backend, tangents)
+        tangents = tuple(check_tangents(rule, la.xp, primals, tangents))
+        return program(jvp_program, params)(primals, tangents)
 
     def vjp(primals: tuple[Any, ...], cotangents: Any, params: dict[str, Any]) -> Any:
         primals = checked(tuple(primals), params)
+        cotangents = accepted_cotangents(rule, backend, cotangents)
         return program(vjp_program, params)(primals, _numbers_marked(cotangents))
 
     return Derivatives(jvp, vjp)

@@ -290,10 +290,12 @@ def _solve_triangular(t: Any, b: Any, upper: bool, trans: str, unit: bool) -> An
     return state.torch.linalg.solve_triangular(t, b, upper=upper, unitriangular=unit)
 
 
-#: The last ``_row_source`` derived eagerly: ``(key, weak reference to the pivots, source)``.
-#: One entry: "factor once, solve many" reuses it in every solve's backward, and it keeps
-#: nothing alive but one index vector (the pivots' own identity and version are checked).
-_last_source: tuple[Any, Any, Any] | None = None
+#: The last pivots' row sources derived eagerly: ``(key, weak reference to the pivots,
+#: {inverse: source})``. One pivots tensor: "factor once, solve many" reuses it in every
+#: solve, whose forward reads ``P^T`` and whose backward ``P``, so both directions are kept
+#: (one direction alone was derived anew at every call). It keeps nothing alive but two
+#: index vectors; the pivots' own identity and version are checked.
+_last_source: tuple[Any, Any, dict[bool, Any]] | None = None
 
 
 def _row_source(pivots: Any, m: int, inverse: bool) -> Any:
@@ -308,12 +310,14 @@ def _row_source(pivots: Any, m: int, inverse: bool) -> Any:
         or pivots.is_inference()
     ):
         return _derive_row_source(pivots, m, inverse)
-    key = (pivots._version, m, inverse)
+    key = (pivots._version, m)
     last = _last_source
-    if last is not None and last[0] == key and last[1]() is pivots:
-        return last[2]
-    source = _derive_row_source(pivots, m, inverse)
-    _last_source = (key, weakref.ref(pivots), source)
+    if last is None or last[0] != key or last[1]() is not pivots:
+        last = _last_source = (key, weakref.ref(pivots), {})
+    sources = last[2]
+    source = sources.get(inverse)
+    if source is None:
+        source = sources[inverse] = _derive_row_source(pivots, m, inverse)
     return source
 
 
