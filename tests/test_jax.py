@@ -772,6 +772,23 @@ def test_lu_factor_returns_jax_scipys_pivots_without_a_tangent(ops, shape):
     assert info.dtype == jnp.int32 and info.shape == shape[:-2] and not info.any()
 
 
+def test_pivots_that_are_no_row_interchanges_give_nan_under_jit(ops):
+    """Under jit the pivots' values cannot be read, and no error raised: a batch element whose
+    pivots are no row interchanges (torch's 1-based ones, say) is NaN, as for a singular
+    factor, its derivatives too; the others are right. Eagerly it is a ValueError."""
+    a = jnp.asarray(C.well_conditioned(rng_for("bad pivots"), (2,), 4, "float64"))
+    b = jnp.ones((2, 4, 1))
+    lu, pivots = jsl.lu_factor(a)
+    bad = pivots.at[1].add(1)  # 1-based: the last pivot is 4, past the last row
+    x = jax.jit(ops.lu_solve)(lu, bad, b)
+    assert_close(x[0], jnp.linalg.solve(a[0], b[0]))
+    assert np.isnan(x[1]).all()
+    grad = jax.jit(jax.grad(lambda lu, b: ops.lu_solve(lu, bad, b).sum(), (0, 1)))(lu, b)
+    assert all(np.isfinite(g[0]).all() and np.isnan(g[1]).all() for g in grad)
+    with pytest.raises(ValueError, match=r"invad\.lu_solve: .*pivots\[1, 3\] = 4, expected 3\."):
+        ops.lu_solve(lu, bad, b)
+
+
 def test_real_slogdet_sign_has_a_zero_tangent(ops):
     a = jnp.asarray(C.well_conditioned(rng_for("slogdet sign"), (3,), 4, "float64"))
     da = jnp.ones_like(a)

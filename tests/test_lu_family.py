@@ -265,3 +265,35 @@ def test_bad_factor_inputs_name_the_shapes(h):
         h.ops.slogdet(h.put(np.ones((3, 4))))
     with pytest.raises(ValueError, match=r"invad\.lu_solve: `LU` must be a square"):
         h.ops.lu_solve(h.put(np.ones((3, 4))), h.put(np.zeros(3, np.int32)), h.put(np.ones(3)))
+
+
+def test_pivots_that_are_no_row_interchanges_raise_naming_the_first(h):
+    """LAPACK swaps row i with a row at or below it: ``base + i <= pivots[..., i] <= base +
+    m - 1``. Other pivots (those of a framework that counts rows from the other base, say)
+    are a ValueError naming the first one, never a silent wrong solution (nor, on NumPy,
+    LAPACK reading and writing outside the arrays, as laswp and getrs do not check)."""
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((2, 4, 4)) + 4 * np.eye(4)
+    lu, piv = h.ops.lu_factor(h.put(a))
+    base, good = h.ops.la.pivot_base, h.get(piv)
+    b, xbar = h.put(np.ones((2, 4, 1))), h.put(np.ones((2, 4, 1)))
+    np.testing.assert_allclose(
+        h.get(h.ops.lu_solve(lu, piv, b)), np.linalg.solve(a, np.ones((2, 4, 1)))
+    )
+    too_big, below, other_base = good.copy(), good.copy(), good + (1 if base == 0 else -1)
+    too_big[1, 2] = base + 4
+    below[1, 3] = base + 2
+    cases = (
+        (too_big, rf"pivots\[1, 2\] = {base + 4}, expected {base + 2} to {base + 3}\."),
+        (below, rf"pivots\[1, 3\] = {base + 2}, expected {base + 3}\."),
+        (other_base, rf"counting rows from {base} "),
+    )
+    if h.backend.name == "dask":  # a block's own batch index, and where the block starts
+        block = r".*the block that starts at batch index \(1,\)"
+        cases = tuple((bad, m.replace("[1, ", "[0, ") + block) for bad, m in cases[:2]) + cases[2:]
+    for bad, message in cases:
+        expected = r"invad\.lu_solve: `pivots` are not the row interchanges .*" + message
+        with pytest.raises(ValueError, match=expected):
+            h.get(h.ops.lu_solve(lu, h.put(bad), b))
+        with pytest.raises(ValueError, match=expected):
+            h.get(h.ops.vjp("lu_solve", (lu, h.put(bad), b), xbar)[1][2])

@@ -1172,6 +1172,24 @@ def test_lu_solve_takes_torch_pivots_of_either_integer_dtype_and_promotes_floats
         ops.lu_solve(lu, pivots.double(), b)
 
 
+def test_pivots_changed_in_place_are_checked_again(ops):
+    """The pivots' check is read once per pivots tensor (factor once, solve many), as long as
+    it is unchanged: pivots changed in place (their version counter moves) are read anew, on
+    the next forward and in a backward that made its graph with the good ones."""
+    rng = rng_for("pivots-in-place")
+    a = well_conditioned(rng, (2,), 3, "float64")
+    b = random(rng, (2, 3, 1), "float64")
+    lu, pivots = torch.linalg.lu_factor(a)
+    lu = lu.requires_grad_()
+    x = ops.lu_solve(lu, pivots, b)  # checked, and the check remembered
+    _same(x, torch.linalg.solve(a, b), 1e-12)
+    pivots[1, 0] = 0  # 1-based: row 0 does not exist
+    with pytest.raises(ValueError, match=r"invad\.lu_solve: .*pivots\[1, 0\] = 0, expected 1 to 3"):
+        ops.lu_solve(lu, pivots, b)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        x.sum().backward()  # torch's own guard: the graph saved the pivots before the change
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "transposed", "strided"])
 @pytest.mark.parametrize("upper", [False, True])
 @pytest.mark.parametrize("dtype", ["float64", "complex128"])

@@ -133,6 +133,12 @@ class Backend:
         """
         return PortableKernels(self.namespace())
 
+    def readable(self, arrays: Sequence[Any]) -> bool:
+        """Whether the values of ``arrays`` can be read now, for ``Rule.check_values``: true
+        for eager arrays (the default), false for traced or lazy ones (JAX under ``jit``,
+        torch under ``torch.func`` transforms, Dask)."""
+        return True
+
     def raise_if_singular(
         self, op: str, shape: tuple[int, ...], info: Any, what: str = ZERO_PIVOT
     ) -> None:

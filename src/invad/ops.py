@@ -321,18 +321,21 @@ def _check_same_device(
 
 
 def check_inputs(
-    rule: Rule, xp: Any, backend: Backend, args: Sequence[Array], params: dict[str, Any]
+    rule: Rule, la: Linalg, backend: Backend, args: Sequence[Array], params: dict[str, Any]
 ) -> None:
-    """The op's checks of its accepted inputs: dtypes, shapes, parameters, one device."""
-    rule.check(xp, rule.name, *args, **params)
+    """The op's checks of its accepted inputs: dtypes, shapes, parameters, one device; and
+    their values (``Rule.check_values``: ``lu_solve``'s pivots) where they can be read."""
+    rule.check(la.xp, rule.name, *args, **params)
     _check_same_device(backend, rule.name, args, rule.contract.inputs)
+    if rule.check_values is not None and backend.readable(args):
+        rule.check_values(la, rule.name, *args, **params)
 
 
 def checked_primal(
     rule: Rule, la: Linalg, backend: Backend, args: Sequence[Array], params: dict[str, Any]
 ) -> Primal:
     """Check the input, run the primal, and raise on a singular matrix unless ``_ex``."""
-    check_inputs(rule, la.xp, backend, args, params)
+    check_inputs(rule, la, backend, args, params)
     primal = rule.primal(la, *args, **params)
     if rule.raises and not rule.returns_info:
         backend.raise_if_singular(

@@ -167,6 +167,10 @@ class Linalg:
     constant: Callable[[Array], Array] = None  # type: ignore[assignment]
     #: ``det(a)`` from a factor of ``a``, differentiable where derivatives are differentiated.
     factored_det: Callable[[Array, Factor], Array] = None  # type: ignore[assignment]
+    #: ``check_pivots(op, pivots, m)``: ``ValueError`` unless ``pivots`` are the row
+    #: interchanges of an LU factorization of ``m`` rows (:func:`portable_check_pivots`);
+    #: reads their values, so it runs on eager calls only (``Rule.check_values``).
+    check_pivots: Callable[[str, Array, int], None] = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         # the portable defaults of the optional kernels, for Linalg.build and for plugins
@@ -180,9 +184,15 @@ class Linalg:
             )
         if self.constant is None:
             object.__setattr__(self, "constant", _identity)
+        base = self.pivot_base
         if self.factored_det is None:
-            base = self.pivot_base
             object.__setattr__(self, "factored_det", lambda a, f: det_of_lu(xp, f, base))
+        if self.check_pivots is None:
+            object.__setattr__(
+                self,
+                "check_pivots",
+                lambda op, piv, m: portable_check_pivots(xp, op, piv, m, base),
+            )
 
     @classmethod
     def build(cls, xp: Any, kernels: Any = None) -> Linalg:
@@ -249,7 +259,7 @@ class Linalg:
 
 
 #: The Linalg fields that default to portable kernels in ``Linalg.__post_init__``.
-_OPTIONAL = ("first_zero", "packed_outer", "constant", "factored_det")
+_OPTIONAL = ("first_zero", "packed_outer", "constant", "factored_det", "check_pivots")
 
 
 def _identity(x: Array) -> Array:
@@ -510,6 +520,34 @@ def portable_permute_rows(
     for k in reversed(steps) if inverse else steps:
         x = _swap_rows(xp, x, k, pivots[..., k] - base)
     return x
+
+
+def portable_check_pivots(xp: Any, op: str, pivots: Array, m: int, base: int = 0) -> None:
+    """``ValueError`` unless ``pivots`` (``(..., k)``) are LAPACK's row interchanges of an
+    LU factorization of ``m`` rows, counting rows from ``base``: ``getrf`` swaps row ``i``
+    with a row at or below it, so ``base + i <= pivots[..., i] <= base + m - 1``.
+
+    Out of that range, row interchanges read or write outside the matrix (LAPACK's
+    ``laswp`` and ``getrs`` do not check) or give a silently wrong solution; it is also
+    where pivots counted from the other base land (torch counts from 1; SciPy, JAX and
+    CuPy from 0), as the last pivot of a square factor is always its last row.
+    """
+    k = pivots.shape[-1]
+    if k == 0 or any(n == 0 for n in pivots.shape):
+        return
+    first = xp.arange(base, base + k, dtype=pivots.dtype, device=device(pivots))
+    bad = (pivots < first) | (pivots > base + m - 1)
+    if not bool(xp.any(bad)):
+        return
+    index = tuple(int(i[0]) for i in xp.nonzero(bad))
+    low, high = base + index[-1], base + m - 1
+    expected = f"{low}" if low == high else f"{low} to {high}"
+    raise ValueError(
+        f"invad.{op}: `pivots` are not the row interchanges of an LU factorization "
+        f"(LAPACK's, counting rows from {base} as this framework's lu_factor does): "
+        f"pivots[{', '.join(map(str, index))}] = {int(pivots[index])}, expected {expected}. "
+        "torch's lu_factor counts rows from 1; SciPy's, JAX's and CuPy's from 0."
+    )
 
 
 def portable_lu_solve(

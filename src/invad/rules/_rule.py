@@ -145,6 +145,11 @@ class Rule:
     #: (torch's intermediates), call this where their derivative is differentiated in turn
     #: (double backward, forward over reverse, torch.func), so that every order holds.
     rederive: Callable[..., Any] | None = None
+    #: ``check_values(la, op, *inputs, **params)`` for a rule whose inputs can be wrong in
+    #: their values, not only their shapes (``lu_solve``'s pivots): raises ``ValueError``.
+    #: Backends call it after ``check`` wherever the values can be read (eager calls; not
+    #: under ``jit``, ``vmap`` or a lazy graph), and not cached by shape as ``check`` may be.
+    check_values: Callable[..., None] | None = None
     signature: inspect.Signature = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

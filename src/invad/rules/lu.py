@@ -250,6 +250,13 @@ def _check_lu_solve(
     check_rhs(op, LU, b, left, "LU")
 
 
+def _check_lu_solve_pivots(
+    la: Linalg, op: str, LU: Array, pivots: Array, b: Array, **_: Any
+) -> None:
+    """The pivots' values (``Rule.check_values``): row interchanges within ``LU``."""
+    la.check_pivots(op, pivots, LU.shape[-2])
+
+
 def _core_trans(left: bool, adjoint: bool) -> Trans:
     """The left solve every case reduces to: with A ("N") or with A^H ("H")."""
     return "H" if adjoint == left else "N"
@@ -396,7 +403,12 @@ LU_SOLVE = Rule(
             "the conjugate of the adjoint of the conjugated cotangent (JAX transposes the "
             "linearization itself)"
         ),
-        domain="U nonsingular; pivots as the framework's lu_factor returns them (no derivative)",
+        domain=(
+            "U nonsingular; pivots as the framework's lu_factor returns them (no derivative): "
+            "LAPACK's row interchanges, base + i <= pivots[..., i] <= base + n - 1 (base 1 on "
+            "torch, 0 elsewhere), else ValueError naming the first one (under JAX tracing, "
+            "where values cannot be read: NaN in that batch element)"
+        ),
         singular=(
             "Raises the framework's LinAlgError naming the op, the shape and the first batch "
             "index where U has a zero on its diagonal (under JAX tracing: JAX's non-finite values)."
@@ -415,4 +427,5 @@ LU_SOLVE = Rule(
     vjp=_lu_solve_vjp,
     residuals=LUSolveResiduals,
     rederive=_rederive_lu_solve,
+    check_values=_check_lu_solve_pivots,
 )

@@ -132,6 +132,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+import array_api_compat.numpy
 import numpy as np
 
 from ...rules import CholeskyFactor, Factor
@@ -139,6 +140,7 @@ from ...rules._linalg import (
     Trans,
     broadcast_batch,
     det_of_lu,
+    portable_check_pivots,
     portable_cholesky,
     portable_lu_factor,
     slogdet_of_lu,
@@ -330,6 +332,11 @@ class CupyKernels:
         for i in np.ndindex(*batch):
             x[i] = trsm(t[i], b[i], **kw)
         return x
+
+    def check_pivots(self, op: str, pivots: Any, m: int) -> None:
+        """The portable check on the host: one copy of the pivots (``k`` integers)."""
+        pivots = np.asarray(self._cupy.asnumpy(pivots))
+        portable_check_pivots(array_api_compat.numpy, op, pivots, m, 0)
 
     def permute_rows(self, pivots: Any, x: Any, inverse: bool = False) -> Any:
         """``P^T x`` (LAPACK's row interchanges in order), or ``P x``: a permutation made on

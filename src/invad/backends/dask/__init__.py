@@ -80,6 +80,9 @@ class DaskBackend(Backend):
     def linalg_error(self) -> type[Exception]:
         return np.linalg.LinAlgError  # what each block's NumPy or CuPy kernels raise
 
+    def readable(self, arrays: Sequence[Any]) -> bool:
+        return False  # lazy: each block's values are checked where it is computed
+
     def accept(self, op: str, names: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
         """Dask arrays as they are; a NumPy (or CuPy) array as a Dask array of one chunk,
         as ``dask.array`` functions take them; anything else is a TypeError."""

@@ -78,6 +78,16 @@ def forward(where: Any, *blocks: Any, op: str, params: dict[str, Any], singular:
     blocks = tuple(unwrap(b) for b in blocks)
     kernels = kernels_for(blocks[0])
     ops = install(kernels)
+    if rule.check_values is not None:  # the block's values, here where they are computed
+        try:
+            rule.check_values(ops.la, op, *blocks, **params)
+        except ValueError as exc:
+            if not where:
+                raise
+            start = tuple(s.start or 0 for s in where)
+            raise ValueError(
+                f"{exc} (Batch indices within the block that starts at batch index {start}.)"
+            ) from None
     with ops.backend.on_device_of(blocks[0]):
         primal = rule.primal(ops.la, *blocks, **params)
     if singular is not None:

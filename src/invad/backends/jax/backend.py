@@ -63,6 +63,10 @@ class JaxBackend(Backend):
     def namespace(self) -> Any:
         return state.jax.numpy
 
+    def readable(self, arrays: Sequence[Any]) -> bool:
+        tracer = state.jax.core.Tracer
+        return not any(isinstance(x, tracer) for x in arrays)
+
     @property
     def linalg_error(self) -> type[Exception]:
         # Never raised (raises_on_singular is false); JAX has no LinAlgError of its own.

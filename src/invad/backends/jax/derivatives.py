@@ -43,7 +43,7 @@ def jitted_derivatives(backend: JaxBackend, rule: Rule, la: Linalg) -> Derivativ
     def checked(primals: tuple[Any, ...], params: dict[str, Any]) -> tuple[Any, ...]:
         check_primals(rule, primals)
         primals = backend.accept(rule.name, rule.contract.inputs, primals)
-        check_inputs(rule, la.xp, backend, primals, params)
+        check_inputs(rule, la, backend, primals, params)
         return primals
 
     def program(body: Callable[..., Any], params: dict[str, Any]) -> Callable[..., Any]:

@@ -38,8 +38,11 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+import array_api_compat.numpy
+import numpy as np
+
 from ...rules import CholeskyFactor, Factor
-from ...rules._linalg import det_of_lu, slogdet_of_lu
+from ...rules._linalg import det_of_lu, portable_check_pivots, slogdet_of_lu
 from .mesh import same_batch_sharding, same_varying_axes
 
 
@@ -98,10 +101,15 @@ class JaxKernels:
         (``det`` at singular matrices) is another one. Other pivots (a user's
         factor) are converted.
         """
+        own = self._own_permutation(pivots, m)
+        return own if own is not None else self._lax.linalg.lu_pivots_to_permutation(pivots, m)
+
+    def _own_permutation(self, pivots: Any, m: int) -> Any:
+        """The permutation of pivots that :meth:`lu_factor` made, or ``None``."""
         entry = self._permutations.get(id(pivots))
         if entry is not None and entry[0]() is pivots and entry[1].shape[-1] == m:
             return entry[1]
-        return self._lax.linalg.lu_pivots_to_permutation(pivots, m)
+        return None
 
     # -- determinants -----------------------------------------------------------
 
@@ -247,6 +255,12 @@ class JaxKernels:
             unit_diagonal=unit,
         )
 
+    @staticmethod
+    def check_pivots(op: str, pivots: Any, m: int) -> None:
+        """The portable check on the host (concrete pivots only: ``Rule.check_values``), one
+        copy instead of a dispatch per operation."""
+        portable_check_pivots(array_api_compat.numpy, op, np.asarray(pivots), m, 0)
+
     def permute_rows(self, pivots: Any, x: Any, inverse: bool = False) -> Any:
         """``P^T x`` (the interchanges in order, as LAPACK's ``laswp``), or ``P x``: a gather."""
         jnp = self._jnp
@@ -261,7 +275,17 @@ class JaxKernels:
         perm = jnp.broadcast_to(perm, (*batch, m))
         x, perm = same_varying_axes(x, perm)
         x, perm = same_batch_sharding(len(batch), (x, 2), (perm, 1))
-        return jnp.take_along_axis(x, perm[..., :, None], axis=-2)
+        out = jnp.take_along_axis(x, perm[..., :, None], axis=-2)
+        if self._own_permutation(pivots, m) is not None:
+            return out
+        # A user's pivots, checked where they are concrete (Rule.check_values) but not
+        # under jit: where they are no row interchanges of m rows, NaN, as JAX answers
+        # for a singular factor, instead of the rows that XLA's clamped indices pick. A
+        # product, not a where: the derivatives through it are NaN there too.
+        k = pivots.shape[-1]
+        first = jnp.arange(k, dtype=pivots.dtype)
+        valid = jnp.all((pivots >= first) & (pivots <= m - 1), axis=-1)
+        return out * jnp.where(valid, 1, jnp.nan).astype(out.dtype)[..., None, None]
 
     # -- Cholesky ---------------------------------------------------------------
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 def native_op(backend: JaxBackend, rule: Rule, la: Linalg) -> Callable[..., Any]:
     """The op as users call it: checks, then the jitted ``custom_jvp`` for its parameters."""
-    name, check, xp = rule.name, rule.check, la.xp
+    name, check, check_values, xp = rule.name, rule.check, rule.check_values, la.xp
     inputs = rule.contract.inputs
     n_inputs = len(inputs)
     param_names = tuple(p.name for p in rule.contract.params)
@@ -49,6 +49,8 @@ def native_op(backend: JaxBackend, rule: Rule, la: Linalg) -> Callable[..., Any]
         check(xp, name, *args, **params)
         if n_inputs > 1:
             _check_same_device(backend, name, args, inputs)
+        if check_values is not None and backend.readable(args):
+            check_values(la, name, *args, **params)
         key = tuple(_static(params[p]) for p in param_names)
         fn = cache.get(key)
         if fn is None:

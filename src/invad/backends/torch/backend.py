@@ -97,6 +97,14 @@ class TorchBackend(Backend):
     def device_of(self, x: Any) -> Any:
         return x.device
 
+    def readable(self, arrays: Sequence[Any]) -> bool:
+        torch = state.torch
+        return not (
+            state.transforms_active()
+            or torch.compiler.is_compiling()
+            or any(getattr(x, "is_meta", False) for x in arrays)
+        )
+
     def kernels(self, device: Any) -> TorchKernels:
         return TorchKernels()
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ...rules import CholeskyFactor, Factor
+from ...rules._linalg import portable_check_pivots
 from . import _state as state
 from .functions import _apply_fast, _differentiated, _function_class, _in_jvp
 
@@ -360,6 +361,31 @@ def _permute_rows(pivots: Any, x: Any, inverse: bool) -> Any:
     return x.gather(-2, source[..., None].expand(*batch, m, k))
 
 
+#: The last pivots found valid eagerly: ``((version, m), weak reference to them)``. One
+#: entry, as for ``_last_source``: "factor once, solve many" reads its pivots once.
+_last_checked: tuple[Any, Any] | None = None
+
+
+def _check_pivots(op: str, pivots: Any, m: int) -> None:
+    """:func:`~invad.rules._linalg.portable_check_pivots` (1-based), read once for the last
+    plain pivots tensor as long as it lives unchanged; nothing where values cannot be read."""
+    global _last_checked
+    torch = state.torch
+    if pivots.is_meta or state.transforms_active() or torch.compiler.is_compiling():
+        return
+    plain = type(pivots) is torch.Tensor and not pivots.is_inference()
+    if plain:
+        key = (pivots._version, m)
+        last = _last_checked
+        if last is not None and last[0] == key and last[1]() is pivots:
+            return
+    import array_api_compat.torch
+
+    portable_check_pivots(array_api_compat.torch, op, pivots, m, 1)
+    if plain:
+        _last_checked = (key, weakref.ref(pivots))
+
+
 #: Strictly upper triangles' masks by (n, device), for the last few sizes: a constant of
 #: every lu_solve's backward, which costs two aranges and a comparison to make.
 _upper_masks: dict[tuple[int, Any], Any] = {}
@@ -546,6 +572,7 @@ class TorchKernels:
 
     solve_triangular = staticmethod(_solve_triangular)
     permute_rows = staticmethod(_permute_rows)
+    check_pivots = staticmethod(_check_pivots)
     packed_outer = staticmethod(_packed_outer)
     constant = staticmethod(_detached)
     slogdet = staticmethod(_slogdet)
@@ -658,6 +685,7 @@ class CompileKernels:
 
     solve_triangular = staticmethod(_solve_triangular)
     permute_rows = staticmethod(_permute_rows)
+    check_pivots = staticmethod(_check_pivots)
     packed_outer = staticmethod(_packed_outer)
     constant = staticmethod(_detached)
     slogdet = staticmethod(_slogdet)

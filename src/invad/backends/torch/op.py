@@ -71,6 +71,8 @@ def _torch_op(
     singular = backend.raise_if_singular
     unwrap = state.torch._C._functorch.unwrap_if_dead
     checked: set[Any] = set()
+    #: The check of input values (lu_solve's pivots): on every eager call, not cached.
+    check_values = rule.check_values
 
     def validate(args: tuple[Any, ...], pvals: tuple[Any, ...]) -> None:
         """``rule.check``, which depends on shapes, dtypes and parameters only: once per
@@ -149,7 +151,8 @@ def _torch_op(
         bound.apply_defaults()
         return tuple(bound.arguments[k] for k in inputs), tuple(bound.arguments[k] for k in params)
 
-    if n_in == 2 and len(floats) == 2:  # solve, solve_triangular, tensorsolve: the hot path
+    # solve, solve_triangular, tensorsolve: the hot path
+    if n_in == 2 and len(floats) == 2 and check_values is None:
 
         def op(*args: Any, **kwargs: Any) -> Any:
             if compiling():
@@ -179,7 +182,7 @@ def _torch_op(
                 out = without_grad((a, b), pvals)
             return finish(out, a, pvals)
 
-    elif n_in == 1:  # inv, tensorinv, lu_factor, det, slogdet
+    elif n_in == 1 and check_values is None:  # inv, tensorinv, lu_factor, det, slogdet
 
         def op(*args: Any, **kwargs: Any) -> Any:
             if compiling():
@@ -224,6 +227,8 @@ def _torch_op(
             args = promoted(args)
             if state.transforms_active():
                 return finish(fn.apply(*args, *pvals), args[0], pvals)
+            if check_values is not None:
+                check_values(la, name, *args, **dict(zip(params, pvals)))
             if (
                 state.torch.is_grad_enabled() and any(args[i].requires_grad for i in floats)
             ) or state.forward_ad._current_level >= 0:
