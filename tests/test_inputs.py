@@ -153,6 +153,13 @@ def test_a_tangent_or_cotangent_takes_its_arrays_dtype_but_never_drops_an_imagin
         ):
             assert str(get(got).dtype) == str(get(expected).dtype) == str(get(primal).dtype)
             np.testing.assert_array_equal(get(got), get(expected))
+    # A real matrix with a complex right-hand side: the tangent of the real input, real,
+    # gives solve's tangent as of the complex matrix it is promoted to.
+    b_np = rng.standard_normal((3, 2)) + 1j * rng.standard_normal((3, 2))
+    got = ops.jvp("solve", (a, put(b_np)), (put(t_np), None))[1]
+    expected = ops.jvp("solve", (a_complex, put(b_np)), (put(t_np.astype(np.complex128)), None))[1]
+    assert str(get(got).dtype) == "complex128"
+    np.testing.assert_allclose(get(got), get(expected), rtol=1e-12)
     complex_t = put(t_np + 1j * t_np)
     real = r"invad\.inv: the tangent of `a` is complex .* but `a` is real"
     with pytest.raises(ValueError, match=real):

@@ -238,6 +238,12 @@ def check_tangents(
                 f"expected {tuple(x.shape)}"
             )
         fitted.append(_fitted(xp, op, "tangent", name, t, x))
+    floats = [x.dtype for x, integer in zip(primals, rule.integer) if not integer]
+    if len(set(floats)) > 1:
+        # Mixed inputs (a real matrix, a complex right-hand side) are computed in their
+        # promoted dtype, and so are the tangents: torch's matmul does not mix dtypes.
+        common = xp.result_type(*floats)
+        fitted = [t if t is None or t.dtype == common else xp.astype(t, common) for t in fitted]
     return fitted
 
 

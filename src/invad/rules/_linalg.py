@@ -487,10 +487,10 @@ def portable_lu_factor(xp: Any, a: Array) -> tuple[Factor, Array]:
                 lu[..., k + 1 :, k + 1 :] - scaled[..., :, None] * lu[..., k : k + 1, k + 1 :]
             )
         pivots.append(p + k)
-    if pivots:
-        piv = xp.stack(pivots, axis=-1)
+    if pivots:  # int32, as LAPACK's getrf returns them (argmax gives the default integer)
+        piv = xp.astype(xp.stack(pivots, axis=-1), xp.int32)
     else:
-        piv = xp.zeros((*batch, 0), dtype=xp.int64, device=device(a))
+        piv = xp.zeros((*batch, 0), dtype=xp.int32, device=device(a))
     return Factor(a, lu, piv), info
 
 

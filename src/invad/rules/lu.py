@@ -165,8 +165,9 @@ _LU_SHAPES = (
     "a: (..., m, n), square or rectangular, any number of batch dimensions. LU has a's "
     "shape (L strictly below the diagonal, its unit diagonal implied; U on and above it); "
     "pivots (..., min(m, n)) are LAPACK's row interchanges in the framework's convention: "
-    "1-based int32 on torch (torch.linalg.lu_factor), 0-based int32 on NumPy, JAX and CuPy "
-    "(scipy.linalg.lu_factor, jax.scipy.linalg.lu_factor)."
+    "1-based int32 on torch (torch.linalg.lu_factor), 0-based int32 on NumPy, JAX, CuPy "
+    "(scipy.linalg.lu_factor, jax.scipy.linalg.lu_factor) and the portable kernels "
+    "(array-api-strict)."
 )
 
 LU_FACTOR = Rule(
