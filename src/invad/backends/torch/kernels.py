@@ -291,18 +291,18 @@ def _solve_triangular(t: Any, b: Any, upper: bool, trans: str, unit: bool) -> An
     return state.torch.linalg.solve_triangular(t, b, upper=upper, unitriangular=unit)
 
 
-#: The last pivots' row sources derived eagerly: ``(key, weak reference to the pivots,
-#: {inverse: source})``. One pivots tensor: "factor once, solve many" reuses it in every
-#: solve, whose forward reads ``P^T`` and whose backward ``P``, so both directions are kept
-#: (one direction alone was derived anew at every call). It keeps nothing alive but two
-#: index vectors; the pivots' own identity and version are checked.
-_last_source: tuple[Any, Any, dict[bool, Any]] | None = None
+#: What was derived eagerly from the last pivots tensor: ``(key, weak reference to the
+#: pivots, {what: value})``: its row sources, both directions (a solve's forward reads
+#: ``P^T``, its backward ``P``), and whether its values were checked. One entry: "factor
+#: once, solve many" reuses it in every solve. It keeps nothing alive but two index
+#: vectors; the pivots' own identity and version are checked.
+_last_pivots: tuple[Any, Any, dict[Any, Any]] | None = None
 
 
-def _row_source(pivots: Any, m: int, inverse: bool) -> Any:
-    """:func:`_derive_row_source`, remembered for the last plain (eager, not inference)
-    pivots tensor as long as it lives unchanged."""
-    global _last_source
+def _pivots_memo(pivots: Any, m: int) -> dict[Any, Any] | None:
+    """What is remembered of the last plain (eager, not inference) pivots tensor while it
+    lives unchanged, for ``m`` rows; ``None`` where nothing may be remembered."""
+    global _last_pivots
     torch = state.torch
     if (
         type(pivots) is not torch.Tensor
@@ -310,15 +310,22 @@ def _row_source(pivots: Any, m: int, inverse: bool) -> Any:
         or torch.compiler.is_compiling()
         or pivots.is_inference()
     ):
-        return _derive_row_source(pivots, m, inverse)
+        return None
     key = (pivots._version, m)
-    last = _last_source
+    last = _last_pivots
     if last is None or last[0] != key or last[1]() is not pivots:
-        last = _last_source = (key, weakref.ref(pivots), {})
-    sources = last[2]
-    source = sources.get(inverse)
+        last = _last_pivots = (key, weakref.ref(pivots), {})
+    return last[2]
+
+
+def _row_source(pivots: Any, m: int, inverse: bool) -> Any:
+    """:func:`_derive_row_source`, remembered (:func:`_pivots_memo`)."""
+    memo = _pivots_memo(pivots, m)
+    if memo is None:
+        return _derive_row_source(pivots, m, inverse)
+    source = memo.get(inverse)
     if source is None:
-        source = sources[inverse] = _derive_row_source(pivots, m, inverse)
+        source = memo[inverse] = _derive_row_source(pivots, m, inverse)
     return source
 
 
@@ -361,29 +368,20 @@ def _permute_rows(pivots: Any, x: Any, inverse: bool) -> Any:
     return x.gather(-2, source[..., None].expand(*batch, m, k))
 
 
-#: The last pivots found valid eagerly: ``((version, m), weak reference to them)``. One
-#: entry, as for ``_last_source``: "factor once, solve many" reads its pivots once.
-_last_checked: tuple[Any, Any] | None = None
-
-
 def _check_pivots(op: str, pivots: Any, m: int) -> None:
-    """:func:`~invad.rules._linalg.portable_check_pivots` (1-based), read once for the last
-    plain pivots tensor as long as it lives unchanged; nothing where values cannot be read."""
-    global _last_checked
-    torch = state.torch
-    if pivots.is_meta or state.transforms_active() or torch.compiler.is_compiling():
+    """:func:`~invad.rules._linalg.portable_check_pivots` (1-based), read once per pivots
+    tensor while it is unchanged (:func:`_pivots_memo`); nothing where values cannot be
+    read."""
+    if pivots.is_meta or state.transforms_active() or state.torch.compiler.is_compiling():
         return
-    plain = type(pivots) is torch.Tensor and not pivots.is_inference()
-    if plain:
-        key = (pivots._version, m)
-        last = _last_checked
-        if last is not None and last[0] == key and last[1]() is pivots:
-            return
+    memo = _pivots_memo(pivots, m)
+    if memo is not None and memo.get("checked"):
+        return
     import array_api_compat.torch
 
     portable_check_pivots(array_api_compat.torch, op, pivots, m, 1)
-    if plain:
-        _last_checked = (key, weakref.ref(pivots))
+    if memo is not None:
+        memo["checked"] = True
 
 
 #: Strictly upper triangles' masks by (n, device), for the last few sizes: a constant of
